@@ -1,0 +1,52 @@
+# The README's two commands: `make run` (set up and start the app) and `make test` (set up and run
+# every test). Both work from a fresh clone: they install a pinned uv, then the locked dependencies.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+PY := .venv/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test lint check clean
+
+help:
+	@echo "make run    set everything up and start the app on http://$(HOST):$(PORT)/ (SQLite, demo data)"
+	@echo "make test   set everything up and run the whole test suite (DATABASE_URL when set, else SQLite)"
+	@echo "make lint   ruff check"
+	@echo "make check  Django's system checks and the migrations check"
+
+$(UV):
+	@echo "==> installing uv $(UV_VERSION) into $(TOOLS)/"
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# The environment follows the lock file exactly (--locked refuses a lock that is out of date).
+setup: $(UV)
+	@echo "==> installing the locked dependencies into .venv/"
+	UV_PYTHON_PREFERENCE=system $(UV) sync --locked --quiet
+
+run: setup
+	$(PY) manage.py migrate --no-input
+	$(PY) manage.py load_demo
+	$(PY) manage.py demo_login
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+test: setup
+	@$(PY) manage.py shell -v0 -c "from django.db import connection; print('==> tests on', connection.vendor, connection.settings_dict['NAME'])"
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure, not a pass" >&2; fi; \
+	exit $$rc
+
+lint: setup
+	$(PY) -m ruff check .
+
+check: setup
+	$(PY) manage.py check --fail-level WARNING
+	$(PY) manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf .venv $(TOOLS) var .pytest_cache .ruff_cache

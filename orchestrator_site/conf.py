@@ -1,0 +1,33 @@
+"""The ORCHESTRATOR settings namespace: documented defaults and the one accessor to read them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+# Every key the orchestrator reads, with its default. Override any of them in settings.ORCHESTRATOR.
+DEFAULTS: dict[str, Any] = {
+    # Lifecycle statuses in which a subscription's typed domain model must have every required field
+    # filled in. While a subscription is `initial` or `provisioning` a create workflow is still filling
+    # it in, so missing values are allowed there; a `terminated` one keeps whatever it had.
+    "STRICT_LIFECYCLE_STATUSES": ("active", "disabled", "migrating"),
+    # The name recorded as "who" for changes made without a user (scheduler, system tasks, shell).
+    "SYSTEM_ACTOR": "system",
+}
+
+
+def orchestrator_setting(name: str) -> Any:
+    """Return ORCHESTRATOR[name], or its documented default."""
+    if name not in DEFAULTS:
+        raise KeyError(f"{name!r} is not an orchestrator setting; known: {', '.join(sorted(DEFAULTS))}")
+    configured = getattr(settings, "ORCHESTRATOR", {}) or {}
+    unknown = set(configured) - set(DEFAULTS)
+    if unknown:
+        # A typo in a setting name would otherwise silently fall back to the default.
+        raise ImproperlyConfigured(
+            f"Unknown ORCHESTRATOR setting(s): {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(DEFAULTS))}"
+        )
+    return configured.get(name, DEFAULTS[name])

@@ -1,0 +1,1 @@
+"""Processes (running workflows), their step log, the engine and its executors."""

@@ -1,0 +1,1 @@
+"""Products, product blocks, resource types and customer subscriptions with their lifecycle."""

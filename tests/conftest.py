@@ -1,0 +1,45 @@
+"""Suite-wide fixtures and the PostgreSQL-only marker (skipped on SQLite, but never silently in CI)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.db import connection
+
+
+def _on_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("requires_postgres") is None or _on_postgres():
+        return
+    reason = (
+        f"{item.nodeid} needs PostgreSQL (row locks and real concurrency), but the database is "
+        f"{connection.vendor}; set DATABASE_URL=postgres://postgres@127.0.0.1:5432/orchestrator"
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        # In CI a skipped PostgreSQL test would hide an untested guarantee: fail instead.
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def staff_user(db):
+    from tests.factories import UserFactory
+
+    return UserFactory(is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return f"database: {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}"

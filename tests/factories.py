@@ -1,0 +1,142 @@
+"""factory-boy factories for the product model, subscriptions and users."""
+
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from subscriptions.models import (
+    FixedInput,
+    Product,
+    ProductBlock,
+    ResourceType,
+    Subscription,
+    SubscriptionInstance,
+    SubscriptionInstanceValue,
+    SubscriptionLifecycle,
+)
+
+# The transitions that bring a new (initial) subscription to each status.
+PATH_TO_STATUS: dict[str, list[str]] = {
+    SubscriptionLifecycle.INITIAL: [],
+    SubscriptionLifecycle.PROVISIONING: ["provision"],
+    SubscriptionLifecycle.ACTIVE: ["provision", "activate"],
+    SubscriptionLifecycle.DISABLED: ["provision", "activate", "disable"],
+    SubscriptionLifecycle.MIGRATING: ["provision", "activate", "start_migration"],
+    SubscriptionLifecycle.TERMINATED: ["terminate"],
+}
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.org")
+    password = factory.django.Password("correct horse battery staple")
+
+
+class ResourceTypeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ResourceType
+        django_get_or_create = ("resource_type",)
+
+    resource_type = factory.Sequence(lambda n: f"resource_{n}")
+    description = factory.Faker("sentence")
+
+
+class ProductBlockFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ProductBlock
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"Block{n}")
+    description = factory.Faker("sentence")
+    tag = "BLOCK"
+
+
+class ProductFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Product
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"Product {n}")
+    description = factory.Faker("sentence")
+    product_type = "Generic"
+    tag = "GEN"
+
+
+class FixedInputFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = FixedInput
+
+    product = factory.SubFactory(ProductFactory)
+    name = factory.Sequence(lambda n: f"fixed_{n}")
+    value = "1"
+
+
+class SubscriptionFactory(factory.django.DjangoModelFactory):
+    """A subscription; pass `lifecycle="active"` (etc.) to walk it there through real transitions."""
+
+    class Meta:
+        model = Subscription
+        skip_postgeneration_save = True  # the lifecycle hook saves when it changed something
+
+    description = factory.Faker("sentence", nb_words=4)
+    product = factory.SubFactory(ProductFactory)
+    customer_id = factory.Sequence(lambda n: f"customer-{n}")
+    insync = True
+
+    @factory.post_generation
+    def lifecycle(obj: Subscription, create: bool, extracted: str | None, **kwargs: object) -> None:
+        if not extracted:
+            return
+        for name in PATH_TO_STATUS[extracted]:
+            getattr(obj, name)(by="factory")
+        if create:
+            obj.save()
+
+
+class SubscriptionInstanceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SubscriptionInstance
+
+    subscription = factory.SubFactory(SubscriptionFactory)
+    product_block = factory.SubFactory(ProductBlockFactory)
+    label = ""
+
+
+class SubscriptionInstanceValueFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SubscriptionInstanceValue
+
+    subscription_instance = factory.SubFactory(SubscriptionInstanceFactory)
+    resource_type = factory.SubFactory(ResourceTypeFactory)
+    value = "value"
+
+
+class ProductBlockRelationFactory(factory.django.DjangoModelFactory):
+    """Block `in_use_by` holds between `min` and `max` instances of block `depends_on`."""
+
+    class Meta:
+        model = "subscriptions.ProductBlockRelation"
+
+    in_use_by = factory.SubFactory(ProductBlockFactory)
+    depends_on = factory.SubFactory(ProductBlockFactory)
+    min = 1
+    max = 2
+
+
+class SubscriptionInstanceRelationFactory(factory.django.DjangoModelFactory):
+    """An instance using another instance of the same subscription as an item of one of its fields."""
+
+    class Meta:
+        model = "subscriptions.SubscriptionInstanceRelation"
+
+    in_use_by = factory.SubFactory(SubscriptionInstanceFactory)
+    depends_on = factory.SubFactory(
+        SubscriptionInstanceFactory, subscription=factory.SelfAttribute("..in_use_by.subscription")
+    )
+    domain_model_attr = "ports"
+    order_id = factory.Sequence(lambda n: n)

@@ -1,0 +1,83 @@
+"""Settings come from the environment, refuse unsafe combinations, and the production profile is clean."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from orchestrator_site.conf import DEFAULTS, orchestrator_setting
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in {"DATABASE_URL", "SECRET_KEY", "DEBUG", "DJANGO_ENV", "ALLOWED_HOSTS"}}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_production_profile_passes_check_deploy_without_warnings():
+    result = manage("check", "--deploy", "--fail-level", "WARNING",
+                    DJANGO_ENV="production", SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="orch.example.org")
+
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_refuses_to_start_without_secret_key_when_debug_is_off():
+    result = manage("check", DEBUG="false")
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_production_refuses_to_start_without_allowed_hosts():
+    result = manage("check", DJANGO_ENV="production", SECRET_KEY=secrets.token_urlsafe(50))
+
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS is not set" in result.stderr
+
+
+def test_without_database_url_the_default_is_sqlite_under_var(tmp_path):
+    show = "from django.conf import settings; d = settings.DATABASES['default']; print(d['ENGINE'], d['NAME'])"
+    result = manage("shell", "-v0", "-c", show, ORCHESTRATOR_VAR_DIR=str(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.sqlite3", str(tmp_path / "orchestrator.sqlite3")]
+
+
+def test_database_url_selects_postgresql():
+    show = "from django.conf import settings; d = settings.DATABASES['default']; print(d['ENGINE'], d['HOST'])"
+    result = manage("shell", "-v0", "-c", show, DATABASE_URL="postgres://postgres@db.example.org:5432/orch")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["django.db.backends.postgresql", "db.example.org"]
+
+
+def test_a_malformed_boolean_is_refused_with_its_name():
+    result = manage("check", DEBUG="maybe")
+
+    assert result.returncode != 0
+    assert "DEBUG='maybe' is not a boolean" in result.stderr
+
+
+def test_orchestrator_settings_fall_back_to_documented_defaults():
+    with override_settings(ORCHESTRATOR={}):
+        assert orchestrator_setting("SYSTEM_ACTOR") == DEFAULTS["SYSTEM_ACTOR"]
+    with override_settings(ORCHESTRATOR={"SYSTEM_ACTOR": "scheduler"}):
+        assert orchestrator_setting("SYSTEM_ACTOR") == "scheduler"
+
+
+def test_a_misspelt_orchestrator_setting_is_refused():
+    with override_settings(ORCHESTRATOR={"SYSTEM_ACTR": "x"}), pytest.raises(ImproperlyConfigured, match="SYSTEM_ACTR"):
+        orchestrator_setting("SYSTEM_ACTOR")

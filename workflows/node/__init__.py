@@ -1,0 +1,1 @@
+"""The example `node` product family (Node, Port, Link): domain models, demo data and workflows."""
