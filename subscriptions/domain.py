@@ -221,10 +221,12 @@ class BlockModel:
         object.__setattr__(self, "_owner_id", None)
         object.__setattr__(self, "_label", values.pop("label", ""))
         object.__setattr__(self, "_loaded", None)
+        object.__setattr__(self, "_loaded_children", None)
         unknown = set(values) - set(self.fields())
         if unknown:
             raise DomainModelError(
-                f"{self.__block_name__} has no field(s) {', '.join(sorted(unknown))}; "
+                f"{self.__block_name__} has no field(s) "
+                f"{', '.join(f'{name}={values[name]!r}' for name in sorted(unknown))}; "
                 f"its fields are {', '.join(self.fields())}"
             )
         for name, spec in self.fields().items():
@@ -244,7 +246,10 @@ class BlockModel:
             if name.startswith("_"):
                 object.__setattr__(self, name, value)
                 return
-            raise DomainModelError(f"{self.__block_name__} has no field {name!r}")
+            raise DomainModelError(
+                f"{self.__block_name__} has no field {name!r} (assigned {value!r}); "
+                f"its fields are {', '.join(self.fields())}"
+            )
         if spec.kind == "scalar":
             value = spec.parse(self.__block_name__, value)
         elif spec.kind == "block" and value is not None and not isinstance(value, spec.type):
@@ -292,6 +297,9 @@ class BlockModel:
             for name, spec in self.fields().items()
             if spec.kind == "scalar"
         }
+
+    def _child_ids(self) -> list[tuple[str, int, uuid.UUID | None]]:
+        return [(name, position, child._instance_id) for name, position, child in self._children()]
 
     def _children(self) -> typing.Iterator[tuple[str, int, BlockModel]]:
         for name, spec in self.fields().items():
@@ -467,13 +475,18 @@ class SubscriptionModel:
                     items = [build(child, spec.type, f"{path}.{name}[{o}]") for o, child in linked]
                     object.__setattr__(block, name, items)
             object.__setattr__(block, "_loaded", block._scalar_texts())
+            object.__setattr__(block, "_loaded_children", block._child_ids())
             return block
 
         roots = [i for i in instances.values() if i.subscription_id == subscription.pk and i.pk not in used]
         model = cls.__new__(cls)
         subscription.__dict__["_saved_columns"] = _column_snapshot(subscription)
         object.__setattr__(model, "subscription", subscription)
-        object.__setattr__(model, "_loaded_relations", set(relations))
+        # Only this subscription's own relations: the tree also holds those of blocks it uses from
+        # other subscriptions (a port's link to its node), which save() must never see as stale.
+        object.__setattr__(model, "_loaded_relations", {
+            r for r in relations if instances[r[0]].subscription_id == subscription.pk
+        })
         object.__setattr__(model, "_loaded_instances", {
             pk: i.product_block.name for pk, i in instances.items() if i.subscription_id == subscription.pk
         })
@@ -551,7 +564,11 @@ class SubscriptionModel:
             blocks = list(self._walk())
             owned = [b for b in blocks if b._owner_id in (None, subscription.pk)]
             for block in blocks:
-                if block._owner_id not in (None, subscription.pk) and block._scalar_texts() != block._loaded:
+                # A foreign block changes by a new value or by linking to other blocks; both are its
+                # owner's business (and neither would be written here).
+                if block._owner_id not in (None, subscription.pk) and (
+                    block._scalar_texts() != block._loaded or block._child_ids() != block._loaded_children
+                ):
                     raise DomainModelError(
                         f"{block.__block_name__} {block._instance_id} belongs to subscription {block._owner_id}; "
                         f"change it through a workflow on that subscription"
@@ -566,55 +583,80 @@ class SubscriptionModel:
             if not (new_blocks or value_writes or orphaned or desired_relations != self._loaded_relations
                     or subscription._state.adding or _columns_changed(subscription)):
                 return  # nothing changed: no writes, no version bump
-
-            # The subscription row first: its optimistic version check makes a save from a stale
-            # copy fail before any of its blocks is touched.
-            subscription.save()
-
-            product_blocks = _product_blocks({b.__block_name__ for b in new_blocks})
-            root_labels = {id(getattr(self, name)): name for name, spec in self.fields().items()
-                           if spec.kind == "block" and getattr(self, name) is not None}
-            created = []
-            for block in new_blocks:
-                created.append(SubscriptionInstance(
-                    subscription=subscription,
-                    product_block=product_blocks[block.__block_name__],
-                    label=block._label or root_labels.get(id(block), ""),
-                ))
-                object.__setattr__(block, "_instance_id", created[-1].pk)
-                object.__setattr__(block, "_owner_id", subscription.pk)
-                object.__setattr__(block, "_label", created[-1].label)
-            SubscriptionInstance.objects.bulk_create(created)
-
-            desired_relations = set(self._relations())
-            stale_relations = self._loaded_relations - desired_relations
-            if stale_relations:
-                # Relations go before the instances they point at, which are protected while used.
-                for parent, attr, order, _child in stale_relations:
-                    SubscriptionInstanceRelation.objects.filter(
-                        in_use_by_id=parent, domain_model_attr=attr, order_id=order
-                    ).delete()
             if orphaned:
-                try:
-                    SubscriptionInstance.objects.filter(pk__in=orphaned).delete()
-                except ProtectedError as exc:
-                    users = sorted({str(r.in_use_by.subscription_id) for r in exc.protected_objects})
-                    raise DomainModelError(
-                        f"cannot remove a block of subscription {subscription.subscription_id}: "
-                        f"subscription(s) {', '.join(users)} still use it"
-                    ) from exc
-            new_relations = desired_relations - self._loaded_relations
-            SubscriptionInstanceRelation.objects.bulk_create(
-                SubscriptionInstanceRelation(in_use_by_id=p, domain_model_attr=a, order_id=o, depends_on_id=c)
-                for p, a, o, c in sorted(new_relations, key=lambda r: (str(r[0]), r[1], r[2]))
-            )
-            self._write_values(value_writes)
+                # Refused before the first write, so a refused save leaves this model as it was (its
+                # version not bumped, its new blocks without ids), to be corrected and saved again.
+                users = SubscriptionInstanceRelation.objects.filter(depends_on__in=orphaned).exclude(
+                    in_use_by__subscription=subscription
+                ).values_list("in_use_by__subscription_id", flat=True)
+                if users:
+                    raise _still_used(subscription, {str(user) for user in users})
 
-            for block in owned:
-                object.__setattr__(block, "_loaded", block._scalar_texts())
-            object.__setattr__(self, "_loaded_relations", desired_relations)
-            object.__setattr__(self, "_loaded_instances", {b._instance_id: b.__block_name__ for b in owned})
-            subscription.__dict__["_saved_columns"] = _column_snapshot(subscription)
+            # If anything below fails, the transaction rolls back; put this model back as it was too
+            # (version, pending lifecycle events, new blocks without ids), so it can be corrected and
+            # saved again instead of failing as stale.
+            before = (subscription.version, subscription._state.adding,
+                      list(subscription.__dict__.get("_pending_events", [])))
+            try:
+                self._write(subscription, owned, new_blocks, value_writes, orphaned)
+            except BaseException:
+                subscription.version, subscription._state.adding, pending = before
+                subscription.__dict__["_pending_events"] = pending
+                for block in new_blocks:
+                    object.__setattr__(block, "_instance_id", None)
+                    object.__setattr__(block, "_owner_id", None)
+                raise
+
+    def _write(self, subscription: Subscription, owned: list[BlockModel], new_blocks: list[BlockModel],
+               value_writes: list[tuple[BlockModel, str, str | None]], orphaned: list[uuid.UUID]) -> None:
+        """The writes of save(), inside its transaction and after its checks."""
+        # The subscription row first: its optimistic version check makes a save from a stale
+        # copy fail before any of its blocks is touched.
+        subscription.save()
+
+        product_blocks = _product_blocks({b.__block_name__ for b in new_blocks})
+        root_labels = {id(getattr(self, name)): name for name, spec in self.fields().items()
+                       if spec.kind == "block" and getattr(self, name) is not None}
+        created = []
+        for block in new_blocks:
+            created.append(SubscriptionInstance(
+                subscription=subscription,
+                product_block=product_blocks[block.__block_name__],
+                label=block._label or root_labels.get(id(block), ""),
+            ))
+            object.__setattr__(block, "_instance_id", created[-1].pk)
+            object.__setattr__(block, "_owner_id", subscription.pk)
+            object.__setattr__(block, "_label", created[-1].label)
+        SubscriptionInstance.objects.bulk_create(created)
+
+        desired_relations = set(self._relations())
+        stale_relations = self._loaded_relations - desired_relations
+        if stale_relations:
+            # Relations go before the instances they point at, which are protected while used.
+            for parent, attr, order, _child in stale_relations:
+                SubscriptionInstanceRelation.objects.filter(
+                    in_use_by_id=parent, domain_model_attr=attr, order_id=order
+                ).delete()
+        if orphaned:
+            try:
+                SubscriptionInstance.objects.filter(pk__in=orphaned).delete()
+            except ProtectedError as exc:  # someone started using it since the check above
+                raise _still_used(
+                    subscription, {str(r.in_use_by.subscription_id) for r in exc.protected_objects}
+                ) from exc
+        new_relations = desired_relations - self._loaded_relations
+        SubscriptionInstanceRelation.objects.bulk_create(
+            SubscriptionInstanceRelation(in_use_by_id=p, domain_model_attr=a, order_id=o, depends_on_id=c)
+            for p, a, o, c in sorted(new_relations, key=lambda r: (str(r[0]), r[1], r[2]))
+        )
+        self._write_values(value_writes)
+
+        for block in owned:
+            object.__setattr__(block, "_loaded", block._scalar_texts())
+            object.__setattr__(block, "_loaded_children", block._child_ids())
+        object.__setattr__(self, "_loaded_relations", desired_relations)
+        object.__setattr__(self, "_loaded_instances", {b._instance_id: b.__block_name__ for b in owned})
+        subscription.__dict__["_saved_columns"] = _column_snapshot(subscription)
 
     def _write_values(self, writes: list[tuple[BlockModel, str, str | None]]) -> None:
         """Write changed values only: insert new ones, update changed ones, delete cleared ones."""
@@ -656,8 +698,9 @@ class SubscriptionModel:
                 continue
             seen.add(id(block))
             yield block
-            if block._owner_id in (None, self.subscription.pk):
-                stack.extend(child for _, _, child in block._children())
+            # Into blocks of other subscriptions too: save() must see (and refuse) a change to the
+            # node of a port a link uses; _relations() skips their links, which are not ours to write.
+            stack.extend(child for _, _, child in block._children())
 
     def _relations(self) -> typing.Iterator[tuple[uuid.UUID, str, int, uuid.UUID]]:
         for block in self._walk():
@@ -718,6 +761,13 @@ def _product_blocks(names: set[str]) -> dict[str, ProductBlock]:
             f"(for the demo products: manage.py load_demo)"
         )
     return found
+
+
+def _still_used(subscription: Subscription, users: set[str]) -> DomainModelError:
+    return DomainModelError(
+        f"cannot remove a block of subscription {subscription.subscription_id}: "
+        f"subscription(s) {', '.join(sorted(users))} still use it"
+    )
 
 
 def _column_snapshot(subscription: Subscription) -> dict[str, Any]:

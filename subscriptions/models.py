@@ -162,20 +162,22 @@ class Subscription(FSMModelMixin, models.Model):
             update_fields = kwargs.get("update_fields")
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, "version"}
+            pending = self.__dict__.get("_pending_events", [])
             try:
                 super().save(*args, **kwargs)
+                if pending:
+                    SubscriptionLifecycleEvent.objects.bulk_create(pending)
             except BaseException:
+                # The transaction rolls back; so does this copy, and it keeps its pending events.
                 self.version = expected
                 raise
-            pending = self.__dict__.pop("_pending_events", [])
-            if pending:
-                SubscriptionLifecycleEvent.objects.bulk_create(pending)
-                for event in pending:
-                    logger.info(
-                        "subscription %s: %s (%s → %s) by %s%s",
-                        self.subscription_id, event.transition, event.from_status, event.to_status,
-                        event.changed_by, f" in process {event.process_id}" if event.process_id else "",
-                    )
+            self.__dict__.pop("_pending_events", None)
+            for event in pending:
+                logger.info(
+                    "subscription %s: %s (%s → %s) by %s%s",
+                    self.subscription_id, event.transition, event.from_status, event.to_status,
+                    event.changed_by, f" in process {event.process_id}" if event.process_id else "",
+                )
 
     def _do_update(self, base_qs: Any, using: Any, pk_val: Any, values: Any, update_fields: Any,
                    forced_update: Any, returning_fields: Any = None) -> Any:
