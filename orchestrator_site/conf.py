@@ -15,6 +15,13 @@ DEFAULTS: dict[str, Any] = {
     "STRICT_LIFECYCLE_STATUSES": ("active", "disabled", "migrating"),
     # The name recorded as "who" for changes made without a user (scheduler, system tasks, shell).
     "SYSTEM_ACTOR": "system",
+    # How processes run: "inline" (to the end, in the caller) or a dotted path to an executor class.
+    "EXECUTOR": "inline",
+    # A @retrystep that fails is retried automatically: after BACKOFF seconds, then twice as long each
+    # time (at most BACKOFF_MAX), until it has been tried MAX_TRIES times; then the process fails.
+    "RETRYSTEP_MAX_TRIES": 5,
+    "RETRYSTEP_BACKOFF_SECONDS": 5.0,
+    "RETRYSTEP_BACKOFF_MAX_SECONDS": 3600.0,
 }
 
 

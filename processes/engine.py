@@ -1,0 +1,410 @@
+"""The engine: runs a process's steps, one database transaction per step, and keeps the state log.
+
+The contract (DESIGN.md, "The execution contract"):
+- One step = one transaction: lock the process row, check the engine is not paused and the process is
+  still running at the expected position, run the step function, insert its log row with the new state,
+  update the process row. The step's own writes, the log row and the process update commit together.
+- A failing step leaves no trace of its work: its transaction rolls back, then a second transaction
+  records the `failed` row (error, exception class, traceback, attempt) and fails the process (or puts
+  it in `waiting` for a retrystep).
+- A retry runs the failed step again from the state of the last successful step.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as tb
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import DatabaseError, transaction
+from django.db.models import Subquery
+from django.db.transaction import TransactionManagementError
+from django.utils import timezone
+
+from orchestrator_site.conf import orchestrator_setting
+from processes.errors import (
+    EnginePaused,
+    IncompatibleWorkflowChange,
+    ProcessBusy,
+    StepError,
+    WrongProcessStatus,
+)
+from processes.models import (
+    ABORTABLE,
+    RETRYABLE,
+    EngineSettings,
+    InputState,
+    InputType,
+    Process,
+    ProcessStatus,
+    ProcessStep,
+    StepStatus,
+)
+from processes.steps import call_step
+from subscriptions.lifecycle import actor_name
+from workflows.dsl import Step, StepKind
+from workflows.forms import validate_input
+from workflows.registry import WorkflowSpec, get_workflow
+
+logger = logging.getLogger(__name__)
+
+P = ProcessStatus
+
+
+# --- looking processes up ----------------------------------------------------------------------------
+def get_process(process_id: uuid.UUID | str, *, lock: bool = False, nowait: bool = False) -> Process:
+    from orchestrator_site.errors import NotFound
+
+    queryset = Process.objects.select_related("workflow")
+    if lock:
+        queryset = queryset.select_for_update(of=("self",), nowait=nowait)
+    try:
+        return queryset.get(pk=process_id)
+    except (Process.DoesNotExist, ValueError):
+        raise NotFound(f"process {process_id} does not exist", process_id=process_id) from None
+    except Exception as exc:
+        from django.core.exceptions import ValidationError
+
+        if isinstance(exc, ValidationError):
+            raise NotFound(f"process {process_id} does not exist", process_id=process_id) from None
+        raise
+
+
+def current_state(process: Process) -> dict[str, Any]:
+    """The process's state: that of its newest log row (a failed row holds the state it started from)."""
+    row = ProcessStep.objects.filter(process=process).order_by("-id").values_list("state", flat=True).first()
+    return dict(row or {})
+
+
+def engine_paused() -> bool:
+    return EngineSettings.objects.filter(id=1, paused=True).exists()
+
+
+def check_engine_running(action: str) -> None:
+    if engine_paused():
+        raise EnginePaused(f"cannot {action}: the engine is paused; resume the engine first")
+
+
+def check_version(process: Process, spec: WorkflowSpec, action: str) -> None:
+    """Refuse to continue a process whose workflow changed where it has been or is about to go.
+
+    The steps up to and including the one to run next must be the same, by name and position, as
+    when the process started; steps after it may have changed (they have not run yet).
+    """
+    old, new = list(process.workflow_version), spec.version
+    upto = process.current_step + 1
+    if old[:upto] == new[:upto]:
+        if old != new:
+            # Compatible: later steps changed. Continue with the new version, and remember it.
+            process.workflow_version = new
+            process.save(update_fields=["workflow_version", "last_modified_at"])
+        return
+    changes = []
+    for position in range(upto):
+        before = old[position] if position < len(old) else None
+        after = new[position] if position < len(new) else None
+        if before != after:
+            changes.append(
+                f"step {position + 1} was {before!r}, is now {after!r}" if before and after
+                else f"step {position + 1} ({before!r}) was removed" if before
+                else f"step {position + 1} ({after!r}) was added"
+            )
+    raise IncompatibleWorkflowChange(
+        f"cannot {action} process {process.process_id}: workflow {spec.name} changed since the process started "
+        f"({'; '.join(changes)}); the process stopped at step {upto} ({old[process.current_step]!r} when it "
+        f"started), which no longer lines up. Abort it and start a new one",
+        process_id=process.process_id,
+    )
+
+
+# --- running steps -----------------------------------------------------------------------------------
+@dataclass
+class _Outcome:
+    keep_going: bool
+    state: dict[str, Any] | None = None
+    position: int = 0
+
+
+def run_process(process_id: uuid.UUID | str) -> Process:
+    """Run a process's steps until it completes, fails, waits, suspends or is stopped."""
+    state: dict[str, Any] | None = None
+    position = -1
+    while True:
+        outcome = _run_one_step(process_id, state, position)
+        if not outcome.keep_going:
+            return get_process(process_id)
+        state, position = outcome.state, outcome.position
+
+
+def _locked_for_step(process_id: uuid.UUID | str) -> Process:
+    # One query: lock the process row and read the engine's pause flag with it.
+    paused = EngineSettings.objects.filter(id=1).values("paused")[:1]
+    return (
+        Process.objects.select_for_update(of=("self",))
+        .select_related("workflow")
+        .annotate(engine_paused=Subquery(paused))
+        .get(pk=process_id)
+    )
+
+
+def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, position: int) -> _Outcome:
+    started = timezone.now()
+    try:
+        with transaction.atomic():
+            # Lock first, then run the step: a second runner of the same process waits here and
+            # then sees the position moved on, so no step runs twice.
+            process = _locked_for_step(process_id)
+            if process.engine_paused or process.status != P.RUNNING:
+                return _Outcome(False)
+            spec = get_workflow(process.workflow.name)
+            if process.current_step >= len(spec.steps):
+                raise StepError(f"process is past the last step of {spec.name} (step {process.current_step + 1})")
+            step = spec.steps[process.current_step]
+            expected = process.workflow_version[process.current_step] if process.current_step < len(
+                process.workflow_version) else None
+            if expected != step.name:
+                raise StepError(
+                    f"workflow {spec.name} changed under the running process: step {process.current_step + 1} "
+                    f"is now {step.name!r}, was {expected!r}"
+                )
+            if state is None or position != process.current_step:
+                # First step of this run, or someone else moved the process on: read the state.
+                state = current_state(process)
+            return _execute(process, step, state, started)
+    except Exception as exc:
+        _record_failure(process_id, exc, started, state)
+        return _Outcome(False)
+
+
+def _execute(process: Process, step: Step, state: dict[str, Any], started: Any) -> _Outcome:
+    """Run `step` inside the current transaction, then log it and move the process on."""
+    status = StepStatus.SUCCESS
+    new_state = state
+    if step.condition is not None and not step.condition(state):
+        status = StepStatus.SKIPPED
+    elif step.kind == StepKind.INPUT:
+        process.suspend()
+        _log(process, step, StepStatus.SUSPEND, state, started)
+        process.last_step = step.name
+        process.last_modified_at = timezone.now()
+        process.save(update_fields=["status", "last_step", "last_modified_at"])
+        return _Outcome(False)
+    elif step.kind == StepKind.ABORT:
+        process.abort(f"the workflow aborted at step {step.name!r}")
+        _log(process, step, StepStatus.ABORT, state, started)
+        process.last_step = step.name
+        process.last_modified_at = timezone.now()
+        process.save(update_fields=["status", "last_step", "failed_reason", "next_retry_at", "last_modified_at"])
+        return _Outcome(False)
+    else:
+        new_state = call_step(step, state)
+
+    if step.kind == StepKind.DONE:
+        process.complete()
+        _log(process, step, StepStatus.COMPLETE, new_state, started)
+        process.current_step += 1
+        process.last_step = step.name
+        process.current_attempt = 1
+        process.last_modified_at = timezone.now()
+        process.save(update_fields=[
+            "status", "current_step", "last_step", "current_attempt", "failed_reason", "traceback",
+            "last_modified_at",
+        ])
+        return _Outcome(False)
+
+    _log(process, step, status, new_state, started)
+    # The status does not change between steps: a plain UPDATE of the position is enough.
+    Process.objects.filter(pk=process.pk).update(
+        current_step=process.current_step + 1, last_step=step.name, current_attempt=1,
+        last_modified_at=timezone.now(),
+    )
+    return _Outcome(True, new_state, process.current_step + 1)
+
+
+def _log(process: Process, step: Step, status: str, state: dict[str, Any], started: Any, **extra: Any) -> None:
+    ProcessStep.objects.create(
+        process=process, name=step.name, status=status, state=state, created_by=process.created_by,
+        started_at=started, completed_at=timezone.now(), attempt=process.current_attempt, **extra,
+    )
+
+
+def _record_failure(process_id: uuid.UUID | str, exc: BaseException, started: Any,
+                    state: dict[str, Any] | None) -> None:
+    """In a new transaction (the step's has rolled back): log the failed step and fail the process."""
+    message = _describe(exc)
+    trace = "".join(tb.format_exception(exc))
+    logger.warning("process %s: step failed: %s", process_id, message)
+    with transaction.atomic():
+        process = get_process(process_id, lock=True)
+        if process.status != P.RUNNING:
+            return  # aborted or handled by someone else meanwhile
+        spec = get_workflow(process.workflow.name)
+        step = spec.steps[process.current_step] if process.current_step < len(spec.steps) else None
+        name = step.name if step else f"step {process.current_step + 1}"
+        if state is None:
+            state = current_state(process)
+        retrying = step is not None and step.kind == StepKind.RETRY
+        max_tries = int(orchestrator_setting("RETRYSTEP_MAX_TRIES"))
+        ProcessStep.objects.create(
+            process=process, name=name,
+            status=StepStatus.WAITING if retrying and process.current_attempt < max_tries else StepStatus.FAILED,
+            state=state, error=message, error_type=type(exc).__qualname__, traceback=trace,
+            created_by=process.created_by, started_at=started, completed_at=timezone.now(),
+            attempt=process.current_attempt,
+        )
+        reason = f"{name}: {message}"
+        if retrying and process.current_attempt < max_tries:
+            delay = min(
+                float(orchestrator_setting("RETRYSTEP_BACKOFF_SECONDS")) * 2 ** (process.current_attempt - 1),
+                float(orchestrator_setting("RETRYSTEP_BACKOFF_MAX_SECONDS")),
+            )
+            process.wait(
+                f"{reason} (try {process.current_attempt} of {max_tries}; next in {delay:g}s)", trace,
+                timezone.now() + timedelta(seconds=delay),
+            )
+        else:
+            if retrying:
+                reason = f"{reason} (gave up after {max_tries} tries)"
+            process.fail(reason, trace)
+        process.current_attempt += 1
+        process.last_step = name
+        process.last_modified_at = timezone.now()
+        process.save(update_fields=[
+            "status", "failed_reason", "traceback", "next_retry_at", "current_attempt", "last_step",
+            "last_modified_at",
+        ])
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TransactionManagementError):
+        return (
+            f"the step tried to commit or end its transaction ({exc}). A step runs in one transaction "
+            f"together with its log entry and cannot commit part of its work: remove transaction.commit() "
+            f"(or set_autocommit/rollback) from the step"
+        )
+    if isinstance(exc, DatabaseError):
+        return f"database error: {exc}".strip()
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+# --- operations: start, retry, resume, abort ---------------------------------------------------------
+def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_input: dict[str, Any]) -> Process:
+    """Create a running process with its initial input; the caller holds the transaction.
+
+    The workflow's first step (`init`, "Start") is logged here with the initial state, so every later
+    step, wherever it runs, finds the state it starts from in the log.
+    """
+    from workflows.sync import workflow_row
+
+    who = actor_name(by)
+    process = Process(workflow=workflow_row(spec), created_by=who, is_task=spec.is_task,
+                      workflow_version=spec.version, current_step=1, last_step=spec.steps[0].name)
+    process.run()
+    process.save()
+    InputState.objects.create(process=process, input_type=InputType.INITIAL, input=user_input, created_by=who)
+    state.update({"process_id": str(process.process_id), "workflow": spec.name, "created_by": who})
+    now = timezone.now()
+    ProcessStep.objects.create(
+        process=process, name=spec.steps[0].name, status=StepStatus.SUCCESS, state=state, created_by=who,
+        started_at=now, completed_at=now,
+    )
+    return process
+
+
+def retry(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
+    """Make a failed or waiting process (or one whose worker died mid-step) run again from its last state."""
+    check_engine_running("retry a process")
+    with transaction.atomic():
+        try:
+            process = get_process(process_id, lock=True, nowait=True)
+        except DatabaseError:
+            raise ProcessBusy(
+                f"cannot retry process {process_id}: a worker is running one of its steps right now"
+            ) from None
+        spec = get_workflow(process.workflow.name)
+        if process.status == P.RUNNING:
+            # We hold its row lock, so no worker is inside a step: its worker died (or is between two
+            # steps, and then the position check in _run_one_step keeps both from running one step).
+            logger.info("process %s: retried while running (its worker is gone)", process.process_id)
+            return process
+        if process.status not in RETRYABLE:
+            raise WrongProcessStatus(
+                f"cannot retry process {process.process_id}: it is {process.status}; only "
+                f"{', '.join(RETRYABLE)} (or running with a dead worker) processes can be retried",
+                process_id=process.process_id,
+            )
+        check_version(process, spec, "retry")
+        process.resume()
+        process.run()
+        process.last_modified_at = timezone.now()
+        process.save(update_fields=["status", "next_retry_at", "last_modified_at"])
+        logger.info("process %s: retried by %s", process.process_id, actor_name(by))
+    return process
+
+
+def resume(process_id: uuid.UUID | str, user_input: Any, *, by: Any = None) -> Process:
+    """Give a suspended process the input its input step waits for; invalid input changes nothing."""
+    check_engine_running("resume a process")
+    with transaction.atomic():
+        process = get_process(process_id, lock=True)
+        if process.status != P.SUSPENDED:
+            raise WrongProcessStatus(
+                f"cannot resume process {process.process_id}: it is {process.status}, not suspended "
+                f"(waiting for input)",
+                process_id=process.process_id,
+            )
+        spec = get_workflow(process.workflow.name)
+        check_version(process, spec, "resume")
+        step = spec.steps[process.current_step]
+        if step.kind != StepKind.INPUT:
+            raise WrongProcessStatus(f"process {process.process_id} is not waiting at an input step")
+        validated = validate_input(step.form, user_input, what=f"input for step {step.name!r}")
+        who = actor_name(by)
+        started = timezone.now()
+        state = {**current_state(process), **validated}
+        InputState.objects.create(
+            process=process, input_type=InputType.USER, step_name=step.name, input=validated, created_by=who,
+        )
+        process.resume()
+        process.run()
+        ProcessStep.objects.create(
+            process=process, name=step.name, status=StepStatus.SUCCESS, state=state, created_by=who,
+            started_at=started, completed_at=timezone.now(), attempt=process.current_attempt,
+        )
+        process.current_step += 1
+        process.current_attempt = 1
+        process.last_step = step.name
+        process.last_modified_at = timezone.now()
+        process.save(update_fields=[
+            "status", "next_retry_at", "current_step", "current_attempt", "last_step", "last_modified_at",
+        ])
+    return process
+
+
+def abort(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Process:
+    """End a process for good, logging who aborted it and why; its subscriptions stay as they are."""
+    with transaction.atomic():
+        # Waits for a step in progress to finish, so the abort lands on a step boundary.
+        process = get_process(process_id, lock=True)
+        if process.status not in ABORTABLE:
+            raise WrongProcessStatus(
+                f"cannot abort process {process.process_id}: it is already {process.status}",
+                process_id=process.process_id,
+            )
+        who = actor_name(by)
+        text = f"aborted by {who}" + (f": {reason}" if reason else "")
+        now = timezone.now()
+        ProcessStep.objects.create(
+            process=process, name="Abort", status=StepStatus.ABORT, state=current_state(process),
+            error=text, created_by=who, started_at=now, completed_at=now, attempt=1,
+        )
+        process.abort(text)
+        process.last_step = "Abort"
+        process.last_modified_at = now
+        process.save(update_fields=["status", "failed_reason", "next_retry_at", "last_step", "last_modified_at"])
+    logger.info("process %s: %s", process.process_id, text)
+    return process

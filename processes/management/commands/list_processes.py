@@ -1,0 +1,46 @@
+"""`manage.py list_processes [--status S ...] [--workflow W] [--limit N] [--offset N]`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandError
+
+from processes.management.commands._base import ProcessCommand
+from processes.models import Process, ProcessStatus
+
+
+class Command(ProcessCommand):
+    help = "List processes, newest first, a page at a time."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--status", action="append", default=[], help="Only this status (repeatable).")
+        parser.add_argument("--workflow", help="Only this workflow.")
+        parser.add_argument("--subscription", help="Only processes on this subscription.")
+        parser.add_argument("--limit", type=int, default=50, help="How many to show (default 50).")
+        parser.add_argument("--offset", type=int, default=0, help="How many to skip (for the next page).")
+
+    def handle(self, *args: Any, status: list[str], workflow: str | None, subscription: str | None,
+               limit: int, offset: int, **options: Any) -> None:
+        unknown = [s for s in status if s not in ProcessStatus.values]
+        if unknown:
+            raise CommandError(f"unknown status {', '.join(unknown)}; use one of {', '.join(ProcessStatus.values)}")
+        if limit < 1 or offset < 0:
+            raise CommandError("--limit must be at least 1 and --offset at least 0")
+        queryset = Process.objects.select_related("workflow").order_by("-started_at")
+        if status:
+            queryset = queryset.filter(status__in=status)
+        if workflow:
+            queryset = queryset.filter(workflow__name=workflow)
+        if subscription:
+            queryset = queryset.filter(process_subscriptions__subscription_id=subscription)
+        total = queryset.count()
+        for process in queryset[offset:offset + limit]:
+            reason = f"  {process.failed_reason[:80]}" if process.failed_reason else ""
+            self.stdout.write(
+                f"{process.process_id}  {process.status:<17} {process.workflow.name:<20} "
+                f"{process.started_at:%Y-%m-%d %H:%M:%S}  {process.created_by:<12} {process.last_step}{reason}"
+            )
+        shown = max(0, min(limit, total - offset))
+        more = f"; next page: --offset {offset + limit}" if offset + limit < total else ""
+        self.stdout.write(f"{shown} of {total} processes{more}.")

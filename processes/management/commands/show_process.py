@@ -1,0 +1,60 @@
+"""`manage.py show_process ID`: the process's timeline, step by step, with errors and what is next."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from processes.engine import get_process
+from processes.management.commands._base import ProcessCommand
+from processes.models import ProcessStep
+from workflows.dsl import StepKind
+from workflows.forms import json_schema
+from workflows.registry import get_workflow
+
+
+class Command(ProcessCommand):
+    help = "Show a process: its status, each step (status, duration, who, attempt, error), and the steps to come."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("process_id")
+        parser.add_argument("--state", action="store_true", help="Also print the current state.")
+        parser.add_argument("--traceback", action="store_true", help="Also print the failed steps' tracebacks.")
+
+    def handle(self, *args: Any, process_id: str, state: bool, traceback: bool, **options: Any) -> None:
+        process = get_process(process_id)
+        spec = get_workflow(process.workflow.name)
+        subscriptions = [str(s) for s in process.process_subscriptions.values_list("subscription_id", flat=True)]
+        self.stdout.write(f"process    {process.process_id}")
+        self.stdout.write(f"workflow   {spec.name} ({spec.target}): {spec.description}")
+        self.stdout.write(f"status     {process.status}")
+        self.stdout.write(f"started    {process.started_at:%Y-%m-%d %H:%M:%S} by {process.created_by}")
+        if subscriptions:
+            self.stdout.write(f"subscription {', '.join(subscriptions)}")
+        if process.failed_reason:
+            self.stdout.write(f"reason     {process.failed_reason}")
+        self.stdout.write("")
+        self.stdout.write(f"  #  {'step':<34} {'status':<17} {'started':<19} {'took':>8}  {'by':<12} try")
+        rows = list(ProcessStep.objects.filter(process=process).order_by("id"))
+        for number, row in enumerate(rows, 1):
+            self.stdout.write(
+                f"{number:>3}  {row.name[:34]:<34} {row.status:<17} {row.started_at:%Y-%m-%d %H:%M:%S} "
+                f"{row.duration:>7.3f}s  {row.created_by[:12]:<12} {row.attempt}"
+            )
+            if row.error:
+                self.stdout.write(self.style.ERROR(f"     error: {row.error_type + ': ' if row.error_type else ''}"
+                                                   f"{row.error}"))
+            if traceback and row.traceback:
+                self.stdout.write(row.traceback)
+        # current_step is the next step to run (or the one that failed, waits or is suspended).
+        pending = spec.steps.names[process.current_step:]
+        if process.status not in ("completed", "aborted") and pending:
+            self.stdout.write("")
+            self.stdout.write(f"to run: {' → '.join(pending)}")
+        if process.status == "suspended":
+            step = spec.steps[process.current_step]
+            if step.kind == StepKind.INPUT:
+                self.stdout.write(f"input wanted (JSON Schema): {json.dumps(json_schema(step.form, title=step.name))}")
+        if state and rows:
+            self.stdout.write("")
+            self.stdout.write(json.dumps(rows[-1].state, indent=2, sort_keys=True))

@@ -1,0 +1,209 @@
+"""Processes (running workflows), their step log, their subscriptions, their inputs, and engine settings."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from subscriptions.models import Subscription
+from workflows.models import Workflow
+
+
+class ProcessStatus(models.TextChoices):
+    CREATED = "created", "created"
+    RUNNING = "running", "running"
+    SUSPENDED = "suspended", "suspended"
+    WAITING = "waiting", "waiting"
+    AWAITING_CALLBACK = "awaiting_callback", "awaiting callback"
+    COMPLETED = "completed", "completed"
+    FAILED = "failed", "failed"
+    ABORTED = "aborted", "aborted"
+    API_UNAVAILABLE = "api_unavailable", "API unavailable"
+    INCONSISTENT_DATA = "inconsistent_data", "inconsistent data"
+    RESUMED = "resumed", "resumed"
+
+
+class StepStatus(models.TextChoices):
+    SUCCESS = "success", "success"
+    SKIPPED = "skipped", "skipped"
+    SUSPEND = "suspend", "suspend"
+    WAITING = "waiting", "waiting"
+    AWAITING_CALLBACK = "awaiting_callback", "awaiting callback"
+    FAILED = "failed", "failed"
+    ABORT = "abort", "abort"
+    COMPLETE = "complete", "complete"
+
+
+P = ProcessStatus
+# Statuses a process can be retried or resumed from, and those in which it is finished for good.
+RETRYABLE = [P.FAILED, P.WAITING, P.API_UNAVAILABLE, P.INCONSISTENT_DATA]
+FINISHED = [P.COMPLETED, P.ABORTED]
+ABORTABLE = [s for s in P if s not in FINISHED]
+
+
+class Process(FSMModelMixin, models.Model):
+    """One run of a workflow. Its status changes only through the transitions below, made by the engine."""
+
+    process_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="processes")
+    status = FSMField(max_length=20, choices=ProcessStatus.choices, default=P.CREATED, protected=True, db_index=True)
+    # Position in the workflow's step list of the next step to run (or the one failed, suspended...).
+    current_step = models.PositiveIntegerField(default=0)
+    # Which try of the current step this is (1 for the first run, 2 for the first retry...).
+    current_attempt = models.PositiveIntegerField(default=1)
+    last_step = models.CharField(max_length=200, blank=True)
+    failed_reason = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    created_by = models.CharField(max_length=150)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    last_modified_at = models.DateTimeField(default=timezone.now)
+    is_task = models.BooleanField(default=False, db_index=True)
+    note = models.TextField(blank=True)
+    # The step names of the workflow when the process started: a retry after the workflow changed
+    # incompatibly is refused instead of running the wrong step.
+    workflow_version = models.JSONField(default=list)
+    # When a waiting process (a failed retrystep) is due for its next automatic try.
+    next_retry_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        permissions = [("run_process", "Can start, resume, retry and abort processes")]
+        indexes = [models.Index(fields=["status", "next_retry_at"], name="process_status_retry")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow.name} {self.process_id}"
+
+    @property
+    def short_id(self) -> str:
+        return str(self.process_id)[:8] + "…"
+
+    # --- transitions (made by the engine only; each goes with a step row in the log) ------------
+    @transition(field=status, source=[P.CREATED, P.RESUMED], target=P.RUNNING)
+    def run(self) -> None:
+        """Start or continue running steps."""
+
+    @transition(field=status, source=P.RUNNING, target=P.COMPLETED)
+    def complete(self) -> None:
+        self.failed_reason = ""
+        self.traceback = ""
+
+    @transition(field=status, source=P.RUNNING, target=P.FAILED)
+    def fail(self, reason: str, traceback: str = "") -> None:
+        self.failed_reason = reason
+        self.traceback = traceback
+
+    @transition(field=status, source=P.RUNNING, target=P.WAITING)
+    def wait(self, reason: str, traceback: str, retry_at: Any) -> None:
+        self.failed_reason = reason
+        self.traceback = traceback
+        self.next_retry_at = retry_at
+
+    @transition(field=status, source=P.RUNNING, target=P.SUSPENDED)
+    def suspend(self) -> None:
+        """Wait for user input."""
+
+    @transition(field=status, source=P.RUNNING, target=P.AWAITING_CALLBACK)
+    def await_callback(self) -> None:
+        """Wait for an external system to call back."""
+
+    @transition(field=status, source=[*RETRYABLE, P.SUSPENDED, P.AWAITING_CALLBACK], target=P.RESUMED)
+    def resume(self) -> None:
+        self.next_retry_at = None
+
+    @transition(field=status, source=ABORTABLE, target=P.ABORTED)
+    def abort(self, reason: str = "") -> None:
+        self.failed_reason = reason
+        self.next_retry_at = None
+
+
+class ProcessStep(models.Model):
+    """One entry of a process's log: a step that ran (or was skipped, or failed) and the state after it."""
+
+    process = models.ForeignKey(Process, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=20, choices=StepStatus.choices)
+    # The full state after the step; for a failed step, the state it started from (so a retry
+    # starts from the state of the last successful step).
+    state = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    error_type = models.CharField(max_length=200, blank=True)
+    traceback = models.TextField(blank=True)
+    created_by = models.CharField(max_length=150)
+    started_at = models.DateTimeField()
+    completed_at = models.DateTimeField()
+    # 1 for a step's first run, 2 for its first retry, and so on.
+    attempt = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["process", "id"]
+        indexes = [models.Index(fields=["process", "id"], name="processstep_process_order")]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.status}"
+
+    @property
+    def duration(self) -> float:
+        return (self.completed_at - self.started_at).total_seconds()
+
+
+class ProcessSubscription(models.Model):
+    """A subscription a process works on (the one place processes and subscriptions meet)."""
+
+    process = models.ForeignKey(Process, on_delete=models.CASCADE, related_name="process_subscriptions")
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="process_links")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["process", "subscription"], name="unique_process_subscription")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.process_id} ↔ {self.subscription_id}"
+
+
+class InputType(models.TextChoices):
+    INITIAL = "initial_state", "initial input"
+    USER = "user_input", "user input"
+
+
+class InputState(models.Model):
+    """Every form submission a process received: its initial input and each resume's input."""
+
+    process = models.ForeignKey(Process, on_delete=models.CASCADE, related_name="inputs")
+    input_type = models.CharField(max_length=20, choices=InputType.choices)
+    step_name = models.CharField(max_length=200, blank=True)
+    input = models.JSONField(default=dict)
+    created_by = models.CharField(max_length=150)
+    input_time = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["process", "input_time", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_input_type_display()} for {self.process_id}"
+
+
+class EngineSettings(models.Model):
+    """The engine's one settings row: is it paused?"""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    paused = models.BooleanField(default=False)
+    changed_at = models.DateTimeField(default=timezone.now)
+    changed_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        verbose_name_plural = "engine settings"
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="engine_settings_single_row")]
+
+    def __str__(self) -> str:
+        return "paused" if self.paused else "running"
+
+    @classmethod
+    def get(cls) -> EngineSettings:
+        settings, _ = cls.objects.get_or_create(id=1)
+        return settings

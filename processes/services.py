@@ -1,0 +1,146 @@
+"""Operations on processes, shared by manage.py commands, the API and the admin (one implementation each)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+
+from orchestrator_site.errors import InvalidInput
+from processes import engine
+from processes.executors import submit_after_commit
+from processes.models import FINISHED, Process, ProcessSubscription
+from subscriptions.models import Subscription
+from subscriptions.services import get_subscription
+from workflows.errors import SubscriptionOutOfSync, WorkflowNotStartable
+from workflows.forms import validate_input
+from workflows.registry import WorkflowSpec, all_workflows, get_workflow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Holder:
+    process_id: uuid.UUID
+    workflow: str
+    status: str
+
+    def describe(self) -> str:
+        return f"process {self.process_id} ({self.workflow}, {self.status})"
+
+
+def holding_processes(subscription: Subscription) -> list[Holder]:
+    """Unfinished processes linked to the subscription, newest first: who holds it out of sync."""
+    rows = (
+        ProcessSubscription.objects.filter(subscription=subscription)
+        .exclude(process__status__in=FINISHED)
+        .order_by("-process__started_at")
+        .values_list("process_id", "process__workflow__name", "process__status")
+    )
+    return [Holder(*row) for row in rows]
+
+
+def reasons_not_startable(spec: WorkflowSpec, subscription: Subscription) -> list[tuple[int, str]]:
+    """Why `spec` cannot start on `subscription` now, as (status code, message); empty when it can."""
+    reasons: list[tuple[int, str]] = []
+    product = subscription.product
+    if spec.product_types and product.product_type not in spec.product_types:
+        reasons.append((412, f"{spec.name} does not serve product {product.name} ({product.product_type})"))
+    if spec.allowed_statuses and subscription.status not in spec.allowed_statuses:
+        reasons.append((412, f"subscription {subscription.subscription_id} is {subscription.status}; {spec.name} "
+                             f"may start only on {', '.join(spec.allowed_statuses)} subscriptions"))
+    if not subscription.insync and not spec.usable_while_out_of_sync:
+        holders = holding_processes(subscription)
+        held = (f"{holders[0].describe()} is running on it" if holders
+                else "no unfinished process holds it; staff can set it in sync")
+        reasons.append((409, f"subscription {subscription.subscription_id} is out of sync ({held})"))
+    return reasons
+
+
+def workflows_for(subscription: Subscription) -> list[tuple[WorkflowSpec, list[str]]]:
+    """Every workflow for the subscription's product, with the reasons it cannot start now (none: allowed)."""
+    out = []
+    for spec in all_workflows().values():
+        if not spec.needs_subscription and not spec.usable_while_out_of_sync:
+            continue
+        if spec.product_types and subscription.product.product_type not in spec.product_types:
+            continue
+        out.append((spec, [message for _, message in reasons_not_startable(spec, subscription)]))
+    return out
+
+
+def _authorize(spec: WorkflowSpec, user: Any, subscription: Subscription | None, action: str) -> None:
+    if (spec.authorize is not None and user is not None and not isinstance(user, str)
+            and not spec.authorize(user, spec, subscription)):
+        raise PermissionDenied(f"you may not {action} {spec.name}")
+
+
+def start_process(
+    workflow_name: str,
+    *,
+    subscription_id: uuid.UUID | str | None = None,
+    user_input: Any = None,
+    by: Any = None,
+) -> Process:
+    """Validate, check the subscription, create the process and hand it to the executor.
+
+    Everything is checked before anything is written: a refused start leaves no process behind.
+    """
+    spec = get_workflow(workflow_name)
+    engine.check_engine_running(f"start {spec.name}")
+    if spec.needs_subscription and subscription_id in (None, ""):
+        raise InvalidInput(
+            f"cannot start {spec.name}: it works on a subscription; give the subscription's id",
+            errors={"subscription": ["This field is required."]},
+        )
+    if not spec.needs_subscription and subscription_id not in (None, ""):
+        raise InvalidInput(
+            f"cannot start {spec.name}: it is a {spec.target} workflow and takes no subscription",
+            errors={"subscription": ["This workflow takes no subscription."]},
+        )
+    validated = validate_input(spec.initial_input_form, user_input, what=f"input for {spec.name}")
+    with transaction.atomic():
+        subscription = None
+        state: dict[str, Any] = dict(validated)
+        if subscription_id not in (None, ""):
+            # Lock the subscription while we check and link it, so the check cannot go stale before
+            # the process exists (the unsync step still guards against racing processes).
+            subscription = get_subscription(subscription_id, for_update=True)
+            reasons = reasons_not_startable(spec, subscription)
+            if reasons:
+                status, _ = reasons[0]
+                text = f"cannot start {spec.name}: " + "; ".join(message for _, message in reasons)
+                error = SubscriptionOutOfSync if status == 409 and len(reasons) == 1 else WorkflowNotStartable
+                raise error(text, subscription_id=subscription.subscription_id)
+            state["subscription_id"] = str(subscription.subscription_id)
+        _authorize(spec, by, subscription, "start")
+        process = engine.create_process(spec, state, by=by, user_input=validated)
+        if subscription is not None:
+            ProcessSubscription.objects.create(process=process, subscription=subscription)
+        submit_after_commit(process.process_id)
+    logger.info("process %s: started %s by %s", process.process_id, spec.name, process.created_by)
+    return engine.get_process(process.process_id)
+
+
+def retry_process(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
+    process = engine.get_process(process_id)
+    _authorize(get_workflow(process.workflow.name), by, None, "retry")
+    with transaction.atomic():
+        process = engine.retry(process_id, by=by)
+        submit_after_commit(process.process_id)
+    return engine.get_process(process.process_id)
+
+
+def resume_process(process_id: uuid.UUID | str, user_input: Any, *, by: Any = None) -> Process:
+    with transaction.atomic():
+        process = engine.resume(process_id, user_input, by=by)
+        submit_after_commit(process.process_id)
+    return engine.get_process(process.process_id)
+
+
+def abort_process(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Process:
+    return engine.abort(process_id, by=by, reason=reason)

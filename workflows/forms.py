@@ -1,0 +1,208 @@
+"""Input forms (DRF serializers): validation with field-level messages and JSON Schema for frontends."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rest_framework import fields as f
+from rest_framework import serializers
+
+from orchestrator_site.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+
+def check_form(form: Any, *, where: str) -> None:
+    """Refuse, at import time, a form that is not a DRF serializer class."""
+    if form is None:
+        return
+    if not (isinstance(form, type) and issubclass(form, serializers.Serializer)):
+        raise TypeError(
+            f"{where}: form must be a rest_framework Serializer class (declared once, it serves the command "
+            f"line, the API and the admin), got {form!r}"
+        )
+
+
+def validate_input(form: type[serializers.Serializer] | None, data: Any, *, what: str) -> dict[str, Any]:
+    """Validated input as plain data, or InvalidInput listing every field at fault. Unknown keys are refused."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{what}: input must be a JSON object, got {type(data).__name__}")
+    if form is None:
+        if data:
+            raise InvalidInput(
+                f"{what} takes no input, got {', '.join(sorted(data))}",
+                errors={key: ["unknown field"] for key in data},
+            )
+        return {}
+    serializer = form(data=data)
+    errors: dict[str, list[str]] = {}
+    unknown = sorted(set(data) - set(serializer.fields))
+    for key in unknown:
+        errors[key] = [f"unknown field; expected one of: {', '.join(serializer.fields) or 'none'}"]
+    if not serializer.is_valid():
+        for key, messages in serializer.errors.items():
+            errors.setdefault(key, []).extend(_flatten(messages))
+    if errors:
+        summary = "; ".join(f"{key}: {' '.join(msgs)}" for key, msgs in errors.items())
+        raise InvalidInput(f"{what}: invalid input ({summary})", errors=errors)
+    # to_representation turns the validated values back into plain JSON types for the state.
+    return dict(serializer.to_representation(serializer.validated_data))
+
+
+def _flatten(messages: Any) -> list[str]:
+    if isinstance(messages, dict):
+        return [f"{k}: {m}" for k, v in messages.items() for m in _flatten(v)]
+    if isinstance(messages, list):
+        return [str(m) for item in messages for m in _flatten(item)] if messages and isinstance(
+            messages[0], dict | list) else [str(m) for m in messages]
+    return [str(messages)]
+
+
+def json_schema(form: type[serializers.Serializer] | None, *, title: str = "") -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) describing the form, for a frontend to render."""
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "title": title,
+        "properties": {},
+        "required": [],
+        "additionalProperties": False,
+    }
+    if form is None:
+        return schema
+    for name, field in form().fields.items():
+        if field.read_only:
+            continue
+        schema["properties"][name] = _field_schema(field)
+        if field.required:
+            schema["required"].append(name)
+    return schema
+
+
+_FORMATS = {
+    f.EmailField: "email",
+    f.URLField: "uri",
+    f.UUIDField: "uuid",
+    f.DateField: "date",
+    f.DateTimeField: "date-time",
+}
+
+
+def _field_schema(field: f.Field) -> dict[str, Any]:
+    if hasattr(field, "json_schema"):
+        return field.json_schema()
+    out: dict[str, Any] = {}
+    if field.label:
+        out["title"] = str(field.label)
+    if field.help_text:
+        out["description"] = str(field.help_text)
+    if field.default is not f.empty and not callable(field.default):
+        out["default"] = field.default
+    if isinstance(field, f.ChoiceField):  # before CharField: MultipleChoice/Choice are not CharFields
+        out["enum"] = [key for key in field.choices]
+        if isinstance(field, f.MultipleChoiceField):
+            out = {"type": "array", "items": {"enum": out.pop("enum")}, "uniqueItems": True, **out}
+    elif isinstance(field, f.BooleanField):
+        out["type"] = "boolean"
+    elif isinstance(field, f.IntegerField):
+        out["type"] = "integer"
+        _bounds(field, out)
+    elif isinstance(field, f.FloatField | f.DecimalField):
+        out["type"] = "number"
+        _bounds(field, out)
+    elif isinstance(field, f.IPAddressField):
+        out["type"] = "string"
+        out["format"] = {"ipv4": "ipv4", "ipv6": "ipv6"}.get(field.protocol, "ip-address")
+    elif isinstance(field, f.ListField):
+        out["type"] = "array"
+        out["items"] = _field_schema(field.child)
+        if field.min_length is not None:
+            out["minItems"] = field.min_length
+        if field.max_length is not None:
+            out["maxItems"] = field.max_length
+    elif isinstance(field, f.DictField | f.JSONField):
+        out["type"] = "object"
+    elif isinstance(field, serializers.Serializer):
+        nested = json_schema(type(field))
+        out.update({k: v for k, v in nested.items() if k != "$schema" and k != "title"})
+    else:
+        out["type"] = "string"
+        for cls, fmt in _FORMATS.items():
+            if isinstance(field, cls):
+                out["format"] = fmt
+        if getattr(field, "max_length", None) is not None:
+            out["maxLength"] = field.max_length
+        if getattr(field, "min_length", None) is not None:
+            out["minLength"] = field.min_length
+    if getattr(field, "allow_null", False):
+        kind = out.get("type")
+        if isinstance(kind, str):
+            out["type"] = [kind, "null"]
+    return out
+
+
+def _bounds(field: f.Field, out: dict[str, Any]) -> None:
+    for attr, key in (("min_value", "minimum"), ("max_value", "maximum")):
+        value = getattr(field, attr, None)
+        if value is not None:
+            out[key] = value if isinstance(value, int | float) else float(value)
+
+
+class ProductField(f.Field):
+    """A product of the given product types, chosen by id or by name; stored as its id."""
+
+    default_error_messages = {
+        "unknown": "unknown product {value!r}; choose one of: {choices}",
+    }
+
+    def __init__(self, product_types: tuple[str, ...], **kwargs: Any) -> None:
+        self.product_types = product_types
+        super().__init__(**kwargs)
+
+    def _products(self) -> dict[str, str]:
+        from subscriptions.models import Product
+
+        queryset = Product.objects.all()
+        if self.product_types:
+            queryset = queryset.filter(product_type__in=self.product_types)
+        return {str(pk): name for pk, name in queryset.values_list("pk", "name")}
+
+    def to_internal_value(self, data: Any) -> str:
+        products = self._products()
+        text = str(data)
+        if text in products:
+            return text
+        by_name = {name: pk for pk, name in products.items()}
+        if text in by_name:
+            return by_name[text]
+        self.fail("unknown", value=data, choices=", ".join(sorted(products.values())) or "none")
+        raise AssertionError  # fail() raises
+
+    def to_representation(self, value: Any) -> str:
+        return str(value)
+
+    def json_schema(self) -> dict[str, Any]:
+        return {
+            "type": "string",
+            "title": "Product",
+            "oneOf": [
+                {"const": pk, "title": name}
+                for pk, name in sorted(self._products().items(), key=lambda item: item[1])
+            ],
+        }
+
+
+def create_form(form: type[serializers.Serializer] | None, product_types: tuple[str, ...],
+                name: str) -> type[serializers.Serializer]:
+    """The initial form of a create workflow: product, customer and description, then the workflow's own."""
+    attrs = {
+        "product": ProductField(product_types, help_text="The product to create a subscription of."),
+        "customer_id": serializers.CharField(max_length=100, help_text="The customer the subscription is for."),
+        "description": serializers.CharField(max_length=500, required=False, allow_blank=True,
+                                             help_text="Defaults to the product and customer."),
+    }
+    base = form or serializers.Serializer
+    return type(f"{name}_input", (base,), attrs)

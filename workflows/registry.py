@@ -1,0 +1,208 @@
+"""Workflows declared in code: the `@workflow` decorator, its target wrappers, and the registry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils.module_loading import autodiscover_modules
+
+from orchestrator_site.errors import NotFound
+from subscriptions.lifecycle import SubscriptionLifecycle
+from workflows.dsl import StepKind, StepList, as_steplist, done, init
+from workflows.forms import check_form, create_form
+from workflows.models import Target
+
+logger = logging.getLogger(__name__)
+
+L = SubscriptionLifecycle
+
+# Lifecycle statuses a workflow may start on, by target, unless the workflow says otherwise.
+DEFAULT_ALLOWED_STATUSES: dict[str, tuple[str, ...]] = {
+    Target.CREATE: (),
+    Target.MODIFY: (L.ACTIVE,),
+    Target.TERMINATE: (L.INITIAL, L.PROVISIONING, L.ACTIVE, L.DISABLED),
+    Target.VALIDATE: (L.ACTIVE,),
+    Target.SYSTEM: (),
+}
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """A workflow as declared in code."""
+
+    name: str
+    description: str
+    target: str
+    steps: StepList
+    initial_input_form: Any = None
+    product_types: tuple[str, ...] = ()
+    usable_while_out_of_sync: bool = False
+    allowed_statuses: tuple[str, ...] = ()
+    is_task: bool = False
+    # Called as authorize(user, workflow_spec, subscription_or_None) -> bool before a start or retry.
+    authorize: Callable[..., bool] | None = None
+    module: str = ""
+    body: StepList = field(default_factory=StepList)
+
+    @property
+    def needs_subscription(self) -> bool:
+        return self.target in (Target.MODIFY, Target.TERMINATE, Target.VALIDATE)
+
+    @property
+    def version(self) -> list[str]:
+        return self.steps.names
+
+
+_REGISTRY: dict[str, WorkflowSpec] = {}
+
+
+def workflow(
+    description: str,
+    *,
+    target: str = Target.SYSTEM,
+    initial_input_form: Any = None,
+    product_types: Iterable[str] = (),
+    usable_while_out_of_sync: bool = False,
+    allowed_statuses: Iterable[str] | None = None,
+    is_task: bool = False,
+    authorize: Callable[..., bool] | None = None,
+    name: str | None = None,
+    wrap: Callable[[StepList], StepList] | None = None,
+) -> Callable[[Callable[[], StepList]], WorkflowSpec]:
+    """Declare a workflow: the decorated function returns its steps (`begin >> a >> b`).
+
+    Without a wrapper the steps are used as given; the target wrappers below add the standard steps.
+    """
+    if target not in Target.values:
+        raise TypeError(f"workflow {description!r}: target must be one of {', '.join(Target.values)}, not {target!r}")
+    check_form(initial_input_form, where=f"workflow {description!r}")
+    statuses = tuple(DEFAULT_ALLOWED_STATUSES[target] if allowed_statuses is None else allowed_statuses)
+    unknown = [s for s in statuses if s not in L.values]
+    if unknown:
+        raise TypeError(f"workflow {description!r}: unknown lifecycle status(es) {', '.join(unknown)}")
+
+    def decorate(func: Callable[[], StepList]) -> WorkflowSpec:
+        workflow_name = name or func.__name__
+        form = initial_input_form
+        if target == Target.CREATE:
+            form = create_form(initial_input_form, tuple(product_types), workflow_name)
+        try:
+            body = as_steplist(func())
+        except TypeError as exc:
+            raise TypeError(f"workflow {workflow_name}: {exc}") from exc
+        steps = wrap(body) if wrap else body
+        if not steps or steps[0] is not init:
+            # The engine logs the first step with the initial state when the process is created.
+            steps = init >> steps
+        if steps[-1].kind not in (StepKind.DONE, StepKind.ABORT):
+            steps = steps >> done
+        duplicates = sorted({n for n in steps.names if steps.names.count(n) > 1})
+        if duplicates:
+            raise TypeError(
+                f"workflow {workflow_name} has more than one step named {', '.join(map(repr, duplicates))}: step "
+                f"names identify a process's position when it is retried, so they must be unique"
+            )
+        spec = WorkflowSpec(
+            name=workflow_name,
+            description=description,
+            target=target,
+            steps=steps,
+            initial_input_form=form,
+            product_types=tuple(product_types),
+            usable_while_out_of_sync=usable_while_out_of_sync,
+            allowed_statuses=statuses,
+            is_task=is_task,
+            authorize=authorize,
+            module=func.__module__,
+            body=body,
+        )
+        register(spec)
+        return spec
+
+    return decorate
+
+
+def register(spec: WorkflowSpec) -> None:
+    existing = _REGISTRY.get(spec.name)
+    if existing is not None and existing.module != spec.module:
+        raise TypeError(
+            f"workflow name {spec.name!r} is declared twice: in {existing.module} and in {spec.module}"
+        )
+    _REGISTRY[spec.name] = spec
+
+
+def unregister(name: str) -> None:
+    """Forget a workflow (for tests that declare their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def get_workflow(name: str) -> WorkflowSpec:
+    autodiscover()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise NotFound(f"unknown workflow {name!r}; known workflows: {known}", workflow=name) from None
+
+
+def all_workflows() -> dict[str, WorkflowSpec]:
+    autodiscover()
+    return dict(sorted(_REGISTRY.items()))
+
+
+_discovered = False
+
+
+def autodiscover() -> None:
+    """Import the `workflows` module of every installed app (as the admin does with `admin.py`)."""
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        autodiscover_modules("workflows")
+
+
+# --- target wrappers: the standard steps around a body ---------------------------------------------
+def _wrapped(target: str, wrap: Callable[[StepList], StepList]) -> Callable[..., Any]:
+    def decorator(description: str, **options: Any) -> Callable[[Callable[[], StepList]], WorkflowSpec]:
+        return workflow(description, target=target, wrap=wrap, **options)
+
+    decorator.__name__ = f"{target}_workflow"
+    return decorator
+
+
+def _create(body: StepList) -> StepList:
+    from workflows import steps
+
+    return init >> steps.create_subscription >> steps.link_subscription >> body >> steps.set_active \
+        >> steps.resync >> done
+
+
+def _modify(body: StepList) -> StepList:
+    from workflows import steps
+
+    return init >> steps.link_subscription >> steps.unsync >> body >> steps.resync >> done
+
+
+def _terminate(body: StepList) -> StepList:
+    from workflows import steps
+
+    return init >> steps.link_subscription >> steps.unsync >> body >> steps.set_terminated \
+        >> steps.resync >> done
+
+
+def _task(body: StepList) -> StepList:
+    return init >> body >> done
+
+
+create_workflow = _wrapped(Target.CREATE, _create)
+modify_workflow = _wrapped(Target.MODIFY, _modify)
+terminate_workflow = _wrapped(Target.TERMINATE, _terminate)
+validate_workflow = _wrapped(Target.VALIDATE, _modify)
+
+
+def task(description: str, **options: Any) -> Callable[[Callable[[], StepList]], WorkflowSpec]:
+    """A system task: no subscription, no standard steps beyond start and done."""
+    return workflow(description, target=Target.SYSTEM, is_task=True, wrap=_task, **options)

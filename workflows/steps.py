@@ -1,0 +1,84 @@
+"""The standard steps the target wrappers put around a workflow's body."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from subscriptions.domain import SubscriptionModel
+from subscriptions.lifecycle import SubscriptionLifecycle
+from subscriptions.models import Product
+from subscriptions.services import get_subscription
+from workflows.dsl import State, Step, step
+from workflows.errors import SubscriptionOutOfSync
+
+logger = logging.getLogger(__name__)
+
+
+@step("Create subscription")
+def create_subscription(product: str, customer_id: str, process_id: str, created_by: str,
+                        description: str = "") -> State:
+    """A new subscription of the chosen product, provisioning and out of sync until the workflow ends."""
+    chosen = Product.objects.get(pk=product)
+    model = SubscriptionModel.model_for(chosen).new(
+        chosen, customer_id, description or f"{chosen.name} for {customer_id}"
+    )
+    model.subscription.provision(by=created_by, process_id=process_id)
+    model.save()
+    return {"subscription_id": str(model.subscription.subscription_id)}
+
+
+@step("Link subscription to process")
+def link_subscription(subscription_id: str, process_id: str) -> State:
+    # Processes own the link table; a workflow step may write it (DESIGN.md: the link is how the two meet).
+    from processes.models import ProcessSubscription
+
+    ProcessSubscription.objects.get_or_create(process_id=process_id, subscription_id=subscription_id)
+    return {}
+
+
+@step("Unsync")
+def unsync(subscription_id: str, process_id: str) -> State:
+    """Take the subscription for this process: lock its row, refuse if another process already has it."""
+    with transaction.atomic():
+        # Lock first, then check: of two processes racing here, the second waits for the first's
+        # step to commit and then sees insync already false.
+        subscription = get_subscription(subscription_id, for_update=True)
+        if not subscription.insync:
+            from processes.services import holding_processes
+
+            holders = [h for h in holding_processes(subscription) if str(h.process_id) != process_id]
+            held = f" (held by {holders[0].describe()})" if holders else ""
+            raise SubscriptionOutOfSync(
+                f"subscription {subscription.subscription_id} is already out of sync{held}; "
+                f"another process is working on it",
+                subscription_id=subscription.subscription_id,
+            )
+        subscription.insync = False
+        subscription.save(update_fields=["insync"])
+    return {}
+
+
+@step("Resync")
+def resync(subscription_id: str) -> State:
+    subscription = get_subscription(subscription_id, for_update=True)
+    subscription.insync = True
+    subscription.save(update_fields=["insync"])
+    return {}
+
+
+def _set_status(target: str) -> Step:
+    @step(f"Set subscription {target}")
+    def set_status(subscription_id: str, process_id: str, created_by: str) -> State:
+        subscription = get_subscription(subscription_id, for_update=True)
+        if subscription.status != target:
+            subscription.transition_to(target, by=created_by, process_id=process_id)
+            subscription.save()
+        return {}
+
+    return set_status
+
+
+set_active = _set_status(SubscriptionLifecycle.ACTIVE)
+set_terminated = _set_status(SubscriptionLifecycle.TERMINATED)
