@@ -1,0 +1,52 @@
+"""Fixtures for engine tests: the test workflows, the demo catalogue and an active node subscription."""
+
+from __future__ import annotations
+
+import pytest
+
+from processes.models import ProcessStep
+from subscriptions.models import ResourceType
+from tests.processes import flows
+from workflows.node.demo import load_demo_products
+from workflows.node.products import NodeProduct
+
+
+@pytest.fixture(autouse=True)
+def reset_flow_control():
+    flows.CONTROL.update(fail_times=0, retry_fail_times=0)
+    yield
+    flows.CONTROL.update(fail_times=0, retry_fail_times=0)
+
+
+@pytest.fixture
+def fast_retries(settings):
+    settings.ORCHESTRATOR = {"RETRYSTEP_MAX_TRIES": 3, "RETRYSTEP_BACKOFF_SECONDS": 0.0}
+
+
+@pytest.fixture
+def catalogue(db):
+    load_demo_products()
+
+
+@pytest.fixture
+def active_node(catalogue):
+    """An active, in-sync Node subscription, as a create_node process would leave it."""
+    from subscriptions.models import Product
+
+    model = NodeProduct.new(Product.objects.get(name="Node"), "customer-1", "Node rtr-1")
+    model.node.node_name = "rtr-1"
+    model.node.node_role = "core"
+    model.node.inventory_id = 1
+    model.subscription.provision()
+    model.subscription.activate()
+    model.subscription.insync = True
+    model.save()
+    return model.subscription
+
+
+def effects(prefix: str) -> list[str]:
+    return sorted(ResourceType.objects.filter(resource_type__startswith=prefix).values_list("resource_type", flat=True))
+
+
+def log(process) -> list[tuple[str, str]]:
+    return list(ProcessStep.objects.filter(process=process).order_by("id").values_list("name", "status"))

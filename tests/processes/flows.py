@@ -1,0 +1,166 @@
+"""Workflows the engine tests run: each step does one observable thing the tests can check."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from django.db import transaction
+from rest_framework import serializers
+
+from subscriptions.models import ResourceType
+from workflows.dsl import State, StepList, begin, conditional, inputstep, retrystep, step
+from workflows.node.products import NodeProduct
+from workflows.registry import modify_workflow, workflow
+
+# What the failing steps do, set by the tests: how many more times to fail.
+CONTROL: dict[str, int] = {"fail_times": 0, "retry_fail_times": 0}
+
+
+def effect(name: str) -> None:
+    """A database write the tests can count: one ResourceType row per effect."""
+    ResourceType.objects.create(resource_type=name, description="engine test effect")
+
+
+@step("Write A")
+def write_a(process_id: str) -> State:
+    effect(f"a-{process_id}")
+    return {"a_written": True}
+
+
+@step("Write B then maybe fail")
+def write_b_then_fail(process_id: str, a_written: bool) -> State:
+    effect(f"b-{process_id}")
+    if CONTROL["fail_times"] > 0:
+        CONTROL["fail_times"] -= 1
+        raise RuntimeError("the external system said no")
+    return {"b_written": a_written}
+
+
+@step("Write C")
+def write_c(process_id: str, b_written: bool = False) -> State:
+    effect(f"c-{process_id}")
+    return {"c_written": b_written}
+
+
+@workflow("Engine test: three writes, the second may fail")
+def t_writes() -> StepList:
+    return begin >> write_a >> write_b_then_fail >> write_c
+
+
+@step("Commit in the middle")
+def commit_inside(process_id: str) -> State:
+    effect(f"commit-{process_id}")
+    transaction.commit()
+    return {}
+
+
+@workflow("Engine test: a step that commits")
+def t_commit() -> StepList:
+    return begin >> commit_inside
+
+
+@step("Return an object")
+def return_object() -> State:
+    return {"thing": object()}
+
+
+@workflow("Engine test: a step that returns what JSON cannot hold")
+def t_unserialisable() -> StepList:
+    return begin >> return_object
+
+
+@step("Needs a key")
+def needs_key(colour: str) -> State:
+    return {"seen": colour}
+
+
+@workflow("Engine test: a step that needs a key nobody provides")
+def t_missing_key() -> StepList:
+    return begin >> needs_key
+
+
+@step("Takes what it needs")
+def takes(process_id: str, size: int = 3, state: dict | None = None) -> State:
+    return {"size_seen": size, "keys_seen": sorted(state or {}), "process_seen": process_id}
+
+
+@step("Big only")
+def big_only() -> State:
+    return {"big": True}
+
+
+@workflow("Engine test: injection and conditions")
+def t_injection() -> StepList:
+    return begin >> takes >> conditional(lambda s: s.get("size_seen", 0) > 5)(big_only)
+
+
+class ColourForm(serializers.Serializer):
+    colour = serializers.ChoiceField(choices=["red", "green"])
+
+
+@inputstep("Choose a colour", form=ColourForm)
+def choose_colour() -> State:
+    return {"colour": "red"}
+
+
+@workflow("Engine test: asks for input")
+def t_input() -> StepList:
+    return begin >> choose_colour >> needs_key
+
+
+@retrystep("Call a flaky system")
+def flaky(process_id: str) -> State:
+    if CONTROL["retry_fail_times"] > 0:
+        CONTROL["retry_fail_times"] -= 1
+        effect(f"flaky-attempt-{process_id}-{CONTROL['retry_fail_times']}")  # rolled back with the failure
+        raise ConnectionError("flaky system unreachable")
+    return {"flaky_ok": True}
+
+
+@workflow("Engine test: a retry step")
+def t_retry() -> StepList:
+    return begin >> flaky
+
+
+@step("Write, then hang while the hang file exists")
+def write_then_hang(process_id: str) -> State:
+    effect(f"hang-{process_id}")
+    marker = Path(os.environ.get("ENGINE_TEST_DIR", "/tmp")) / f"{process_id}.inside"
+    hang = marker.with_suffix(".hang")
+    if hang.exists():
+        marker.touch()  # tell the test we are inside the step, with the write done but not committed
+        while hang.exists():
+            time.sleep(0.05)
+    return {"hung": True}
+
+
+@workflow("Engine test: a step a test can kill a worker in")
+def t_killable() -> StepList:
+    return begin >> write_a >> write_then_hang >> write_c
+
+
+@step("Rename the node")
+def rename_node(subscription: NodeProduct, new_name: str = "renamed") -> State:
+    subscription.node.node_name = new_name
+    return {"subscription": subscription}
+
+
+@step("Hold the subscription")
+def hold() -> State:
+    # Long enough for a second process to reach its unsync while this one holds the subscription.
+    time.sleep(float(os.environ.get("ENGINE_TEST_HOLD_SECONDS", "0")))
+    return {}
+
+
+@modify_workflow("Engine test: rename a node", product_types=["Node"])
+def t_rename_node() -> StepList:
+    return begin >> hold >> rename_node
+
+
+class DeferredExecutor:
+    """An executor that runs nothing: the test decides where the process runs (another OS process)."""
+
+    def submit(self, process_id: object) -> None:
+        return None

@@ -1,0 +1,89 @@
+"""A worker killed in the middle of a step: the log shows the last successful step; retry completes once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from processes.engine import current_state
+from processes.errors import ProcessBusy
+from processes.models import Process, ProcessStep
+from processes.services import retry_process, start_process
+from tests.processes.conftest import effects, log
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WORKER = """
+import django, sys
+django.setup()
+import tests.processes.flows  # the test workflows
+from processes.engine import run_process
+run_process(sys.argv[1])
+"""
+
+
+def database_url() -> str:
+    s = connection.settings_dict
+    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
+    return f"postgres://{s['USER']}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_step_leaves_the_last_successful_state_and_retry_completes_once(settings, tmp_path):
+    # Start the process without running it here: a separate worker process will run it.
+    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor"}
+    process = start_process("t_killable", by="alice")
+    pid = str(process.process_id)
+    hang = tmp_path / f"{pid}.hang"
+    inside = tmp_path / f"{pid}.inside"
+    hang.touch()
+    env = {**os.environ, "DATABASE_URL": database_url(), "ENGINE_TEST_DIR": str(tmp_path),
+           "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, pid], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not inside.exists():
+            assert worker.poll() is None, worker.stdout.read().decode()
+            assert time.monotonic() < deadline, "the worker never reached the step"
+            time.sleep(0.05)
+        # The worker is inside "Write, then hang": its write is done but not committed.
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    process = Process.objects.get(pk=pid)
+    assert process.status == "running"  # nobody finished it: its worker died
+    assert log(process)[-1] == ("Write A", "success")
+    assert current_state(process)["a_written"] is True and "hung" not in current_state(process)
+    assert effects(f"hang-{pid}") == []  # the killed step's write was rolled back
+
+    hang.unlink()
+    settings.ORCHESTRATOR = {}  # the retry runs here, inline
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            # The dead worker's lock goes when the server notices the closed connection.
+            retried = retry_process(pid, by="bob")
+            break
+        except ProcessBusy:
+            assert time.monotonic() < deadline, "the dead worker's row lock was never released"
+            time.sleep(0.2)
+
+    assert retried.status == "completed"
+    names = [name for name, _ in log(retried)]
+    assert names == ["Start", "Write A", "Write, then hang while the hang file exists", "Write C", "Done"]
+    assert effects(f"a-{pid}") == [f"a-{pid}"]
+    assert effects(f"hang-{pid}") == [f"hang-{pid}"]
+    assert effects(f"c-{pid}") == [f"c-{pid}"]
+    assert ProcessStep.objects.filter(process=retried, status="failed").count() == 0
