@@ -408,3 +408,32 @@ def abort(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> P
         process.save(update_fields=["status", "failed_reason", "next_retry_at", "last_step", "last_modified_at"])
     logger.info("process %s: %s", process.process_id, text)
     return process
+
+
+def pending_form(process: Process) -> dict[str, Any] | None:
+    """The input a suspended process waits for: its step, the form's JSON Schema and initial values.
+
+    The initial values come from the input step's function, run against the current state in a
+    transaction that is always rolled back: showing a form must never change anything.
+    """
+    from workflows.forms import json_schema
+
+    if process.status != P.SUSPENDED:
+        return None
+    spec = get_workflow(process.workflow.name)
+    if process.current_step >= len(spec.steps) or spec.steps[process.current_step].kind != StepKind.INPUT:
+        return None
+    step = spec.steps[process.current_step]
+    initial: dict[str, Any] = {}
+    try:
+        with transaction.atomic():
+            initial = call_step(step, current_state(process))
+            transaction.set_rollback(True)
+    except Exception as exc:  # a form without initial values is still a form
+        logger.warning("process %s: initial values for %r failed: %s", process.process_id, step.name, exc)
+    fields = json_schema(step.form)["properties"]
+    return {
+        "step": step.name,
+        "schema": json_schema(step.form, title=step.name),
+        "initial": {key: value for key, value in initial.items() if key in fields},
+    }

@@ -14,6 +14,7 @@ from subscriptions.models import Subscription
 from tests.processes import flows
 from tests.processes.conftest import effects, log
 from workflows.dsl import begin
+from workflows.errors import SubscriptionOutOfSync
 from workflows.registry import get_workflow, register, unregister, workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -156,22 +157,20 @@ def test_retrying_a_completed_process_is_refused():
 
 
 def test_abort_logs_who_and_why_and_leaves_the_subscription_out_of_sync_visibly(active_node):
-    flows.CONTROL["fail_times"] = 0
-    process = start_process("t_rename_node", subscription_id=active_node.pk)
-    assert process.status == "completed"
-    # A modify process that fails after unsync, then is aborted: the subscription stays out of sync.
-    spec = get_workflow("t_rename_node")
-    failing = Process.objects.create(workflow=process.workflow, created_by="x", workflow_version=spec.version)
-    failing.run()
-    failing.fail("boom")
-    failing.save()
+    process = start_process("modify_node", subscription_id=active_node.pk)
+    assert process.status == "suspended"  # past unsync, waiting for input
 
-    aborted = abort_process(failing.process_id, by="dave", reason="customer cancelled")
+    aborted = abort_process(process.process_id, by="dave", reason="customer cancelled")
 
     assert aborted.status == "aborted"
     row = ProcessStep.objects.filter(process=aborted).last()
     assert (row.name, row.status, row.created_by) == ("Abort", "abort", "dave")
-    assert "aborted by dave: customer cancelled" in row.error
+    assert row.error == "aborted by dave: customer cancelled"
+    assert aborted.failed_reason == "aborted by dave: customer cancelled"
+    # The subscription stays out of sync, and a new start says so and that nobody holds it any more.
+    assert Subscription.objects.get(pk=active_node.pk).insync is False
+    with pytest.raises(SubscriptionOutOfSync, match="no unfinished process holds it"):
+        start_process("t_rename_node", subscription_id=active_node.pk)
     with pytest.raises(WrongProcessStatus, match="already aborted"):
         abort_process(aborted.process_id)
 

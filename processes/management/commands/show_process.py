@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from processes.engine import get_process
+from processes.engine import get_process, pending_form
 from processes.management.commands._base import ProcessCommand
 from processes.models import ProcessStep
-from workflows.dsl import StepKind
-from workflows.forms import json_schema
 from workflows.registry import get_workflow
 
 
@@ -19,9 +17,9 @@ class Command(ProcessCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("process_id")
         parser.add_argument("--state", action="store_true", help="Also print the current state.")
-        parser.add_argument("--traceback", action="store_true", help="Also print the failed steps' tracebacks.")
+        parser.add_argument("--tracebacks", action="store_true", help="Also print the failed steps' tracebacks.")
 
-    def handle(self, *args: Any, process_id: str, state: bool, traceback: bool, **options: Any) -> None:
+    def handle(self, *args: Any, process_id: str, state: bool, tracebacks: bool, **options: Any) -> None:
         process = get_process(process_id)
         spec = get_workflow(process.workflow.name)
         subscriptions = [str(s) for s in process.process_subscriptions.values_list("subscription_id", flat=True)]
@@ -44,17 +42,17 @@ class Command(ProcessCommand):
             if row.error:
                 self.stdout.write(self.style.ERROR(f"     error: {row.error_type + ': ' if row.error_type else ''}"
                                                    f"{row.error}"))
-            if traceback and row.traceback:
+            if tracebacks and row.traceback:
                 self.stdout.write(row.traceback)
         # current_step is the next step to run (or the one that failed, waits or is suspended).
         pending = spec.steps.names[process.current_step:]
         if process.status not in ("completed", "aborted") and pending:
             self.stdout.write("")
             self.stdout.write(f"to run: {' → '.join(pending)}")
-        if process.status == "suspended":
-            step = spec.steps[process.current_step]
-            if step.kind == StepKind.INPUT:
-                self.stdout.write(f"input wanted (JSON Schema): {json.dumps(json_schema(step.form, title=step.name))}")
+        form = pending_form(process)
+        if form is not None:
+            self.stdout.write(f"waiting for input at {form['step']!r}; current values: {json.dumps(form['initial'])}")
+            self.stdout.write(f"form (JSON Schema): {json.dumps(form['schema'])}")
         if state and rows:
             self.stdout.write("")
             self.stdout.write(json.dumps(rows[-1].state, indent=2, sort_keys=True))
