@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
+from django.core.validators import RegexValidator
 from rest_framework import fields as f
 from rest_framework import serializers
 
@@ -137,11 +139,26 @@ def _field_schema(field: f.Field) -> dict[str, Any]:
             out["maxLength"] = field.max_length
         if getattr(field, "min_length", None) is not None:
             out["minLength"] = field.min_length
+        pattern = _pattern(field)
+        if pattern is not None:
+            out["pattern"] = pattern
     if getattr(field, "allow_null", False):
         kind = out.get("type")
         if isinstance(kind, str):
             out["type"] = [kind, "null"]
     return out
+
+
+def _pattern(field: f.Field) -> str | None:
+    """The regular expression of a RegexField (or SlugField), when a frontend's (ECMA) regex reads it alike."""
+    for validator in field.validators:
+        if type(validator) is not RegexValidator or validator.inverse_match:
+            continue
+        regex = validator.regex
+        if regex.flags & ~re.UNICODE or any(token in regex.pattern for token in ("(?P", "\\A", "\\Z")):
+            return None  # Python-only syntax or flags: the server-side check still applies
+        return regex.pattern
+    return None
 
 
 def _bounds(field: f.Field, out: dict[str, Any]) -> None:
@@ -185,14 +202,13 @@ class ProductField(f.Field):
         return str(value)
 
     def json_schema(self) -> dict[str, Any]:
-        return {
-            "type": "string",
-            "title": "Product",
-            "oneOf": [
-                {"const": pk, "title": name}
-                for pk, name in sorted(self._products().items(), key=lambda item: item[1])
-            ],
-        }
+        choices = [
+            {"const": pk, "title": name} for pk, name in sorted(self._products().items(), key=lambda item: item[1])
+        ]
+        if not choices:
+            # JSON Schema refuses an empty oneOf; an empty enum says the same: nothing to choose yet.
+            return {"type": "string", "title": "Product", "enum": []}
+        return {"type": "string", "title": "Product", "oneOf": choices}
 
 
 def create_form(form: type[serializers.Serializer] | None, product_types: tuple[str, ...],
@@ -205,4 +221,10 @@ def create_form(form: type[serializers.Serializer] | None, product_types: tuple[
                                              help_text="Defaults to the product and customer."),
     }
     base = form or serializers.Serializer
-    return type(f"{name}_input", (base,), attrs)
+    first = list(attrs)  # DRF's metaclass empties attrs
+    combined = type(f"{name}_input", (base,), attrs)
+    # DRF puts a base class's fields first; a frontend shows the product and customer first.
+    declared = combined._declared_fields
+    combined._declared_fields = {**{key: declared[key] for key in first},
+                                 **{key: field for key, field in declared.items() if key not in first}}
+    return combined

@@ -38,8 +38,9 @@ def _apply(spec: WorkflowSpec, row: Workflow | None) -> tuple[Workflow, list[str
     current = set(row.products.values_list("pk", flat=True))
     if products != current:
         row.products.set(products)
-        if current or changes:
-            changes.append(f"products: {len(current)} → {len(products)}")
+        # Also when the row had no products yet (products loaded after the last sync); a new row's
+        # changes are not reported (it is "added").
+        changes.append(f"products: {len(current)} → {len(products)}")
     return row, changes
 
 

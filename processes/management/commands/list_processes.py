@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.core.management.base import CommandError
@@ -27,6 +28,11 @@ class Command(ProcessCommand):
             raise CommandError(f"unknown status {', '.join(unknown)}; use one of {', '.join(ProcessStatus.values)}")
         if limit < 1 or offset < 0:
             raise CommandError("--limit must be at least 1 and --offset at least 0")
+        if subscription:
+            try:
+                subscription = str(uuid.UUID(subscription))
+            except ValueError:
+                raise CommandError(f"--subscription {subscription!r} is not a subscription id (a UUID)") from None
         queryset = Process.objects.select_related("workflow").order_by("-started_at")
         if status:
             queryset = queryset.filter(status__in=status)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from orchestrator_site.errors import NotFound
 from processes.engine import get_process, pending_form
 from processes.management.commands._base import ProcessCommand
 from processes.models import ProcessStep
@@ -21,10 +22,16 @@ class Command(ProcessCommand):
 
     def handle(self, *args: Any, process_id: str, state: bool, tracebacks: bool, **options: Any) -> None:
         process = get_process(process_id)
-        spec = get_workflow(process.workflow.name)
+        try:
+            spec = get_workflow(process.workflow.name)
+            steps, gone = spec.steps.names, ""
+        except NotFound:
+            # Removed from the code since (sync_workflows keeps its row for its processes): still show
+            # the log, with the steps the process remembers.
+            spec, steps, gone = process.workflow, list(process.workflow_version), " (no longer in the code)"
         subscriptions = [str(s) for s in process.process_subscriptions.values_list("subscription_id", flat=True)]
         self.stdout.write(f"process    {process.process_id}")
-        self.stdout.write(f"workflow   {spec.name} ({spec.target}): {spec.description}")
+        self.stdout.write(f"workflow   {spec.name} ({spec.target}): {spec.description}{gone}")
         self.stdout.write(f"status     {process.status}")
         self.stdout.write(f"started    {process.started_at:%Y-%m-%d %H:%M:%S} by {process.created_by}")
         if subscriptions:
@@ -45,11 +52,11 @@ class Command(ProcessCommand):
             if tracebacks and row.traceback:
                 self.stdout.write(row.traceback)
         # current_step is the next step to run (or the one that failed, waits or is suspended).
-        pending = spec.steps.names[process.current_step:]
+        pending = steps[process.current_step:]
         if process.status not in ("completed", "aborted") and pending:
             self.stdout.write("")
             self.stdout.write(f"to run: {' → '.join(pending)}")
-        form = pending_form(process)
+        form = None if gone else pending_form(process)
         if form is not None:
             self.stdout.write(f"waiting for input at {form['step']!r}; current values: {json.dumps(form['initial'])}")
             self.stdout.write(f"form (JSON Schema): {json.dumps(form['schema'])}")
