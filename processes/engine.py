@@ -200,7 +200,7 @@ def _execute(process: Process, step: Step, state: dict[str, Any], started: Any) 
         process.save(update_fields=["status", "last_step", "failed_reason", "next_retry_at", "last_modified_at"])
         return _Outcome(False)
     else:
-        new_state = call_step(step, state)
+        new_state = call_step(step, state, acting_user=process.acting_user)
 
     if step.kind == StepKind.DONE:
         process.complete()
@@ -226,7 +226,7 @@ def _execute(process: Process, step: Step, state: dict[str, Any], started: Any) 
 
 def _log(process: Process, step: Step, status: str, state: dict[str, Any], started: Any, **extra: Any) -> None:
     ProcessStep.objects.create(
-        process=process, name=step.name, status=status, state=state, created_by=process.created_by,
+        process=process, name=step.name, status=status, state=state, created_by=process.acting_user,
         started_at=started, completed_at=timezone.now(), attempt=process.current_attempt, **extra,
     )
 
@@ -252,7 +252,7 @@ def _record_failure(process_id: uuid.UUID | str, exc: BaseException, started: An
             process=process, name=name,
             status=StepStatus.WAITING if retrying and process.current_attempt < max_tries else StepStatus.FAILED,
             state=state, error=message, error_type=type(exc).__qualname__, traceback=trace,
-            created_by=process.created_by, started_at=started, completed_at=timezone.now(),
+            created_by=process.acting_user, started_at=started, completed_at=timezone.now(),
             attempt=process.current_attempt,
         )
         reason = f"{name}: {message}"
@@ -301,7 +301,7 @@ def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_i
     from workflows.sync import workflow_row
 
     who = actor_name(by)
-    process = Process(workflow=workflow_row(spec), created_by=who, is_task=spec.is_task,
+    process = Process(workflow=workflow_row(spec), created_by=who, acting_user=who, is_task=spec.is_task,
                       workflow_version=spec.version, current_step=1, last_step=spec.steps[0].name)
     process.run()
     process.save()
@@ -330,6 +330,8 @@ def retry(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
             # We hold its row lock, so no worker is inside a step: its worker died (or is between two
             # steps, and then the position check in _run_one_step keeps both from running one step).
             logger.info("process %s: retried while running (its worker is gone)", process.process_id)
+            process.acting_user = actor_name(by)
+            process.save(update_fields=["acting_user", "last_modified_at"])
             return process
         if process.status not in RETRYABLE:
             raise WrongProcessStatus(
@@ -340,8 +342,9 @@ def retry(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
         check_version(process, spec, "retry")
         process.resume()
         process.run()
+        process.acting_user = actor_name(by)
         process.last_modified_at = timezone.now()
-        process.save(update_fields=["status", "next_retry_at", "last_modified_at"])
+        process.save(update_fields=["status", "next_retry_at", "acting_user", "last_modified_at"])
         logger.info("process %s: retried by %s", process.process_id, actor_name(by))
     return process
 
@@ -378,9 +381,11 @@ def resume(process_id: uuid.UUID | str, user_input: Any, *, by: Any = None) -> P
         process.current_step += 1
         process.current_attempt = 1
         process.last_step = step.name
+        process.acting_user = who
         process.last_modified_at = timezone.now()
         process.save(update_fields=[
-            "status", "next_retry_at", "current_step", "current_attempt", "last_step", "last_modified_at",
+            "status", "next_retry_at", "current_step", "current_attempt", "last_step", "acting_user",
+            "last_modified_at",
         ])
     return process
 
@@ -427,7 +432,7 @@ def pending_form(process: Process) -> dict[str, Any] | None:
     initial: dict[str, Any] = {}
     try:
         with transaction.atomic():
-            initial = call_step(step, current_state(process))
+            initial = call_step(step, current_state(process), acting_user=process.acting_user)
             transaction.set_rollback(True)
     except Exception as exc:  # a form without initial values is still a form
         logger.warning("process %s: initial values for %r failed: %s", process.process_id, step.name, exc)

@@ -59,6 +59,9 @@ class Process(FSMModelMixin, models.Model):
     failed_reason = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     created_by = models.CharField(max_length=150)
+    # Who the steps now run for: the creator, then whoever last retried or resumed the process. Step
+    # rows and lifecycle changes record this name.
+    acting_user = models.CharField(max_length=150, blank=True)
     started_at = models.DateTimeField(default=timezone.now, db_index=True)
     last_modified_at = models.DateTimeField(default=timezone.now)
     is_task = models.BooleanField(default=False, db_index=True)

@@ -32,11 +32,13 @@ def _subscription_id(param: Param, state: dict[str, Any], step: Step) -> Any:
     )
 
 
-def call_step(step: Step, state: dict[str, Any]) -> dict[str, Any]:
+def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> dict[str, Any]:
     """Run `step` with its parameters taken from `state`; return the new state.
 
     A parameter named `state` gets (a copy of) the whole state; one annotated with a domain model
-    class gets that subscription loaded; any other comes from the key of the same name, or its default.
+    class gets that subscription loaded; `acting_user` gets who the process now runs for (its creator, or
+    whoever retried or resumed it; not stored in the state); any other comes from the key of the same
+    name, or its default.
     Domain models a step received or returned are saved, in the step's transaction, and stored in the
     state as their subscription id.
     """
@@ -45,6 +47,8 @@ def call_step(step: Step, state: dict[str, Any]) -> dict[str, Any]:
     for param in step.params:
         if param.name == "state":
             kwargs["state"] = dict(state)
+        elif param.name == "acting_user":
+            kwargs["acting_user"] = acting_user or state.get("created_by", "")
         elif _is_domain_model(param.annotation):
             model = param.annotation.load(_subscription_id(param, state, step))
             models.append(model)

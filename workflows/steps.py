@@ -17,14 +17,14 @@ logger = logging.getLogger(__name__)
 
 
 @step("Create subscription")
-def create_subscription(product: str, customer_id: str, process_id: str, created_by: str,
+def create_subscription(product: str, customer_id: str, process_id: str, acting_user: str,
                         description: str = "") -> State:
     """A new subscription of the chosen product, provisioning and out of sync until the workflow ends."""
     chosen = Product.objects.get(pk=product)
     model = SubscriptionModel.model_for(chosen).new(
         chosen, customer_id, description or f"{chosen.name} for {customer_id}"
     )
-    model.subscription.provision(by=created_by, process_id=process_id)
+    model.subscription.provision(by=acting_user, process_id=process_id)
     model.save()
     return {"subscription_id": str(model.subscription.subscription_id)}
 
@@ -70,10 +70,10 @@ def resync(subscription_id: str) -> State:
 
 def _set_status(target: str) -> Step:
     @step(f"Set subscription {target}")
-    def set_status(subscription_id: str, process_id: str, created_by: str) -> State:
+    def set_status(subscription_id: str, process_id: str, acting_user: str) -> State:
         subscription = get_subscription(subscription_id, for_update=True)
         if subscription.status != target:
-            subscription.transition_to(target, by=created_by, process_id=process_id)
+            subscription.transition_to(target, by=acting_user, process_id=process_id)
             subscription.save()
         return {}
 

@@ -67,6 +67,9 @@ def test_a_failing_step_leaves_none_of_its_writes_and_retry_completes_from_the_l
     assert ProcessStep.objects.filter(process=retried, name="Write B then maybe fail").order_by(
         "id").last().attempt == 2
     assert retried.failed_reason == ""
+    # The steps run after the retry are logged as bob's, who retried it; the earlier ones stay alice's.
+    assert [row[1] for row in ProcessStep.objects.filter(process=retried).order_by("id").values_list(
+        "name", "created_by")] == ["alice", "alice", "alice", "bob", "bob", "bob"]
 
 
 def test_retry_again_and_again_until_it_works():

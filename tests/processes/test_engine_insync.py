@@ -116,3 +116,23 @@ def test_two_processes_started_at_once_on_one_subscription_only_one_proceeds(act
     stored = Subscription.objects.get(pk=active_node.pk)
     assert stored.insync is True
     assert NodeProduct.load(stored).node.node_name == "renamed"
+
+
+def test_lifecycle_changes_after_a_retry_are_credited_to_who_retried(active_node, monkeypatch):
+    from processes.services import retry_process
+    from subscriptions.models import SubscriptionLifecycleEvent
+    from workflows.node import ipam
+
+    def unreachable(node_name: str) -> None:
+        raise ConnectionError("IPAM unreachable")
+
+    monkeypatch.setattr(ipam, "release_loopback", unreachable)
+    process = start_process("terminate_node", subscription_id=active_node.pk, by="alice")
+    assert process.status == "failed"
+    monkeypatch.undo()
+
+    process = retry_process(process.process_id, by="bob")
+
+    assert process.status == "completed"
+    event = SubscriptionLifecycleEvent.objects.get(subscription=active_node, transition="terminate")
+    assert (event.changed_by, event.process_id) == ("bob", process.process_id)

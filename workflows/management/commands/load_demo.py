@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from workflows.node.demo import load_demo_products
+from workflows.sync import sync_workflows
 
 
 class Command(BaseCommand):
@@ -14,6 +15,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = load_demo_products()
+        # The workflows serving these products link to them by product type: link the new ones.
+        for change in sync_workflows().changed:
+            report.updated.append(f"workflow {change}")
         for what in report.created:
             self.stdout.write(f"  created {what}")
         for what in report.updated:
