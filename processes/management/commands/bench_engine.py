@@ -1,0 +1,374 @@
+"""`manage.py bench_engine [--processes N] [--steps M]`: engine step throughput against a raw-SQL baseline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+from django.test.utils import CaptureQueriesContext, override_settings
+
+from orchestrator_site.conf import orchestrator_setting
+from processes.engine import engine_paused
+from processes.models import Process, ProcessStatus
+from processes.services import start_process
+from workflows.dsl import State, Step, StepList, begin, step
+from workflows.models import Target, Workflow
+from workflows.registry import WorkflowSpec, unregister, workflow
+
+logger = logging.getLogger(__name__)
+
+BASELINE_PROCESS = "bench_baseline_process"
+BASELINE_STEP = "bench_baseline_step"
+DELETE_CHUNK = 500
+
+
+@dataclass
+class StepQueries:
+    """The queries of one process run, split into its transactions: creation, then one per step."""
+
+    start: list[str]
+    steps: list[list[str]]
+    outside: list[str]
+
+
+class Command(BaseCommand):
+    help = (
+        "Run N processes of M no-op steps through the engine and compare its steps/s with a raw driver "
+        "baseline (insert a step row, update a process row, commit) on the same database."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--processes", type=int, default=200, help="How many processes to run (default 200).")
+        parser.add_argument("--steps", type=int, default=10, help="No-op body steps per process (default 10).")
+        parser.add_argument("--keep", action="store_true", help="Keep the benchmark's processes afterwards.")
+        parser.add_argument("--verbose-queries", action="store_true", help="Print the SQL of one engine step.")
+
+    def handle(self, *args: Any, processes: int, steps: int, keep: bool, verbose_queries: bool,
+               **options: Any) -> None:
+        if processes < 1:
+            raise CommandError(f"--processes must be at least 1, not {processes}")
+        if steps < 1:
+            raise CommandError(f"--steps must be at least 1, not {steps}")
+        vendor = connection.vendor
+        if vendor not in ("postgresql", "sqlite"):
+            raise CommandError(f"the baseline supports PostgreSQL and SQLite only, not {vendor}")
+        if orchestrator_setting("EXECUTOR") != "inline":
+            raise CommandError(
+                f"ORCHESTRATOR['EXECUTOR'] is {orchestrator_setting('EXECUTOR')!r}: the benchmark times processes run "
+                f"to the end in this process, so it needs the 'inline' executor"
+            )
+        if engine_paused():
+            raise CommandError("the engine is paused: resume it (admin, engine settings) before benchmarking it")
+
+        spec = _declare_workflow(steps)
+        created: list[uuid.UUID] = []
+        # Every logged step counts, for the engine and the baseline alike: Start (logged when the
+        # process is created), the M body steps and Done, each its own transaction.
+        logged = steps + 2
+        # One INFO line per started process would bury the figures (and costs nothing worth measuring).
+        previous_disable = logging.root.manager.disable
+        logging.disable(max(previous_disable, logging.INFO))
+        try:
+            # Untimed warm-up: creates the Workflow row and fills Django's and the driver's caches.
+            self._start(spec, created)
+            with CaptureQueriesContext(connection) as captured:
+                self._start(spec, created)
+            split = _split_transactions([q["sql"] for q in captured.captured_queries], steps)
+            # Query logging (on whenever DEBUG is) costs time per query that production does not pay.
+            with override_settings(DEBUG=False), _baseline_connection() as db:
+                engine_seconds, baseline_seconds = self._measure(spec, processes, logged, created, db)
+        finally:
+            logging.disable(previous_disable)
+            self._clean_up(spec, created, keep)
+            unregister(spec.name)
+
+        total = processes * logged
+        engine_rate, baseline_rate = total / engine_seconds, total / baseline_seconds
+        out = self.stdout
+        settings_dict = connection.settings_dict
+        where = ""
+        if vendor != "sqlite":
+            where = f" ({settings_dict['HOST'] or 'local socket'}:{settings_dict['PORT'] or 'default port'})"
+        out.write(f"database:      {vendor} {settings_dict['NAME']}{where}")
+        if vendor == "postgresql":
+            options = settings_dict.get("OPTIONS") or {}
+            # Part of the gap is the driver configuration, not the engine: say how each side talks to the server.
+            binding = "server" if options.get("server_side_binding") is True else "client"
+            out.write(f"driver:        Django: {binding}-side binding, "
+                      f"prepare_threshold={options.get('prepare_threshold')}; baseline: psycopg defaults "
+                      f"(server-side binding, statements prepared after 5 runs)")
+        out.write(f"workload:      {processes} processes x {steps} no-op steps; counted: all {logged} logged steps "
+                  f"per process (Start, {steps} body, Done) = {total} steps, one transaction each")
+        out.write(f"engine:        {total} steps in {engine_seconds:.3f} s = {engine_rate:,.0f} steps/s "
+                  f"({engine_seconds / total * 1000:.3f} ms/step, {engine_seconds / processes * 1000:.2f} ms/process)")
+        driver = "psycopg" if vendor == "postgresql" else "sqlite3"
+        out.write(f"baseline:      {total} steps in {baseline_seconds:.3f} s = {baseline_rate:,.0f} steps/s "
+                  f"({baseline_seconds / total * 1000:.3f} ms/step; {driver}, "
+                  f"one connection, per step: insert step row + update process row + commit)")
+        out.write(f"ratio:         {engine_rate / baseline_rate:.2f} (engine / baseline)")
+        body = split.steps[:steps]
+        statements = [len([sql for sql in queries if not _is_transaction_control(sql)]) for queries in body]
+        done = len(split.steps[steps]) if len(split.steps) > steps else 0
+        out.write(f"queries/step:  {sum(statements) / steps:.1f} statements + BEGIN/COMMIT per body step "
+                  f"(one process: {len(captured.captured_queries)} = creation {len(split.start)} "
+                  f"+ {steps} body steps {sum(map(len, body))} + Done {done} + outside transactions "
+                  f"{len(split.outside)}, BEGIN/COMMIT included)")
+        if statements[0] != statements[-1]:
+            out.write(f"               (the first body step runs {statements[0]}: it reads the state from the log; "
+                      f"later steps get it from the step before, {statements[-1]})")
+        if verbose_queries:
+            # A later step is the steady state; the first one also reads the state from the log.
+            position = 1 if steps > 1 else 0
+            out.write(f"queries of body step {position + 1}:")
+            for sql in body[position]:
+                out.write(f"  {sql}")
+        if keep:
+            out.write(f"kept {len(created)} processes of workflow {spec.name}")
+
+    # --- the engine ------------------------------------------------------------------------------
+    def _start(self, spec: WorkflowSpec, created: list[uuid.UUID]) -> None:
+        process = start_process(spec.name)
+        created.append(process.process_id)  # before the check: a failed process is cleaned up too
+        if process.status != ProcessStatus.COMPLETED:
+            raise CommandError(f"benchmark process {process.process_id} ended {process.status}: "
+                               f"{process.failed_reason or 'no reason given'}")
+
+    def _measure(self, spec: WorkflowSpec, processes: int, logged: int, created: list[uuid.UUID],
+                 db: _BaselineDB) -> tuple[float, float]:
+        """Time the engine and the baseline in alternating rounds of about 10% of the processes each.
+
+        Alternating keeps the ratio honest on a shared machine: a burst of load elsewhere slows both
+        sides, not just whichever happened to run at the time.
+        """
+        rounds = min(10, processes)
+        try:
+            db.create()
+            engine_seconds = baseline_seconds = 0.0
+            finished = 0
+            for round_number in range(1, rounds + 1):
+                count = processes * round_number // rounds - finished
+                started = time.perf_counter()
+                for _ in range(count):
+                    self._start(spec, created)
+                engine_seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                for _ in range(count):
+                    _baseline_process(db, spec.name, logged)
+                baseline_seconds += time.perf_counter() - started
+                finished += count
+                if processes >= 20:
+                    self.stderr.write(f"  {finished}/{processes} processes: engine {engine_seconds:.1f} s, "
+                                      f"baseline {baseline_seconds:.1f} s")
+            return engine_seconds, baseline_seconds
+        finally:
+            db.drop()
+
+    # --- cleanup ---------------------------------------------------------------------------------
+    def _clean_up(self, spec: WorkflowSpec, created: list[uuid.UUID], keep: bool) -> None:
+        if keep:
+            return
+        deleted = 0
+        for first in range(0, len(created), DELETE_CHUNK):
+            deleted += Process.objects.filter(pk__in=created[first:first + DELETE_CHUNK]).delete()[0]
+        logger.debug("bench_engine: deleted %d rows of %d benchmark processes", deleted, len(created))
+        # The Workflow row was created on first use; processes kept by an earlier --keep run protect it.
+        if not Process.objects.filter(workflow__name=spec.name).exists():
+            Workflow.objects.filter(name=spec.name).delete()
+
+
+def _baseline_process(db: _BaselineDB, workflow_name: str, logged: int) -> None:
+    """What the engine writes for one process, as raw SQL: `logged` steps, one transaction each."""
+    process_id = uuid.uuid4()
+    key = db.uuid(process_id)
+    state: State = {"process_id": str(process_id), "workflow": workflow_name, "created_by": "system"}
+    # Like create_process: the process row and its Start row commit together.
+    db.begin()
+    now = datetime.now(UTC)
+    db.execute(
+        f"INSERT INTO {BASELINE_PROCESS} (process_id, status, current_step, last_step, last_modified_at) "
+        f"VALUES (%s, 'running', 1, 'Start', %s)",
+        (key, now),
+    )
+    db.insert_step(key, "Start", state, now)
+    db.commit()
+    for position in range(1, logged):
+        db.begin()
+        now = datetime.now(UTC)
+        state = {**state, "bench_step": position}
+        db.insert_step(key, f"Step {position}", state, now)
+        db.execute(
+            f"UPDATE {BASELINE_PROCESS} SET current_step = %s, last_step = %s, last_modified_at = %s "
+            f"WHERE process_id = %s",
+            (position + 1, f"Step {position}", now, key),
+        )
+        db.commit()
+
+
+def _declare_workflow(steps: int) -> WorkflowSpec:
+    """A system workflow of `steps` no-op steps, each returning a tiny dict."""
+
+    def noop(position: int) -> Step:
+        @step(f"Step {position}")
+        def body() -> State:
+            return {"bench_step": position}
+
+        return body
+
+    def bench() -> StepList:
+        chain = begin
+        for position in range(1, steps + 1):
+            chain = chain >> noop(position)
+        return chain
+
+    return workflow(f"Benchmark: {steps} no-op steps", target=Target.SYSTEM, name=f"bench_noop_{steps}")(bench)
+
+
+def _split_transactions(queries: list[str], steps: int) -> StepQueries:
+    """Cut one process's queries into transactions (BEGIN ... COMMIT): its creation, then one per step."""
+    transactions: list[list[str]] = []
+    outside: list[str] = []
+    current: list[str] | None = None
+    for sql in queries:
+        head = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        if head == "BEGIN":
+            current = [sql]
+            transactions.append(current)
+        elif current is not None:
+            current.append(sql)
+            if head in ("COMMIT", "ROLLBACK"):
+                current = None
+        else:
+            # Autocommit reads: before the start (checks, lookups) or after the last step (reading back).
+            outside.append(sql)
+    if len(transactions) < steps + 1:
+        raise CommandError(
+            f"could not find the creation and {steps} step transactions among one process's "
+            f"{len(queries)} queries (found {len(transactions)} transactions)"
+        )
+    return StepQueries(start=transactions[0], steps=transactions[1:], outside=outside)
+
+
+def _is_transaction_control(sql: str) -> bool:
+    return sql.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK"))
+
+
+class _BaselineDB:
+    """One raw driver connection (psycopg or sqlite3) to Django's database, for the baseline."""
+
+    def __init__(self, raw: Any, vendor: str, begin_sql: str | None) -> None:
+        self.raw = raw
+        self.vendor = vendor
+        self.begin_sql = begin_sql
+        self.cursor = raw.cursor()
+
+    def uuid(self, value: uuid.UUID) -> Any:
+        # Django stores UUIDs in SQLite as 32 hex digits; PostgreSQL has a uuid type.
+        return value if self.vendor == "postgresql" else value.hex
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        if self.vendor == "sqlite":
+            sql = sql.replace("%s", "?")
+        self.cursor.execute(sql, params)
+
+    def begin(self) -> None:
+        # psycopg opens a transaction by itself; sqlite3 runs in autocommit here, as Django's does.
+        if self.begin_sql:
+            self.cursor.execute(self.begin_sql)
+
+    def commit(self) -> None:
+        if self.vendor == "sqlite":
+            self.cursor.execute("COMMIT")
+        else:
+            self.raw.commit()
+
+    def insert_step(self, key: Any, name: str, state: State, now: datetime) -> None:
+        if self.vendor == "postgresql":
+            from psycopg.types.json import Jsonb
+
+            value: Any = Jsonb(state)
+        else:
+            value = json.dumps(state)
+        self.execute(
+            f"INSERT INTO {BASELINE_STEP} (process_id, name, status, state, started_at, completed_at) "
+            f"VALUES (%s, %s, 'success', %s, %s, %s)",
+            (key, name, value, now, now),
+        )
+
+    def create(self) -> None:
+        self.drop()  # left behind by a run that was killed
+        pg = self.vendor == "postgresql"
+        # Plain tables, not TEMP ones: PostgreSQL writes no WAL for temporary tables and would make the
+        # baseline's commits unfairly cheap. The shape is the minimum the log needs: a foreign key to
+        # the process and one (process, id) index to read a process's log in order.
+        statements = [
+            f"CREATE TABLE {BASELINE_PROCESS} (process_id {'uuid' if pg else 'char(32)'} PRIMARY KEY, "
+            f"status varchar(20) NOT NULL, current_step integer NOT NULL, last_step varchar(200) NOT NULL, "
+            f"last_modified_at {'timestamptz' if pg else 'datetime'} NOT NULL)",
+            f"CREATE TABLE {BASELINE_STEP} ("
+            f"id {'bigint GENERATED BY DEFAULT AS IDENTITY' if pg else 'integer'} PRIMARY KEY"
+            f"{'' if pg else ' AUTOINCREMENT'}, "
+            f"process_id {'uuid' if pg else 'char(32)'} NOT NULL REFERENCES {BASELINE_PROCESS} (process_id)"
+            f" DEFERRABLE INITIALLY DEFERRED, "
+            f"name varchar(200) NOT NULL, status varchar(20) NOT NULL, state {'jsonb' if pg else 'text'} NOT NULL, "
+            f"started_at {'timestamptz' if pg else 'datetime'} NOT NULL, "
+            f"completed_at {'timestamptz' if pg else 'datetime'} NOT NULL)",
+            f"CREATE INDEX {BASELINE_STEP}_order ON {BASELINE_STEP} (process_id, id)",
+        ]
+        for sql in statements:
+            self.cursor.execute(sql)
+        self._ddl_commit()
+
+    def drop(self) -> None:
+        # After a failure the connection may sit in a broken transaction that would refuse the DROP.
+        if self.vendor == "postgresql":
+            self.raw.rollback()
+        elif self.raw.in_transaction:
+            self.cursor.execute("ROLLBACK")
+        for table in (BASELINE_STEP, BASELINE_PROCESS):
+            self.cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        self._ddl_commit()
+
+    def _ddl_commit(self) -> None:
+        if self.vendor == "postgresql":
+            self.raw.commit()
+
+
+@contextmanager
+def _baseline_connection() -> Iterator[_BaselineDB]:
+    settings_dict = connection.settings_dict
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        params = {
+            "dbname": settings_dict["NAME"], "user": settings_dict["USER"], "password": settings_dict["PASSWORD"],
+            "host": settings_dict["HOST"], "port": settings_dict["PORT"],
+        }
+        raw: Any = psycopg.connect(**{key: value for key, value in params.items() if value})
+        db = _BaselineDB(raw, "postgresql", None)
+    else:
+        options = dict(settings_dict.get("OPTIONS") or {})
+        # Autocommit with explicit BEGIN, as Django drives SQLite, in the transaction mode it uses.
+        raw = sqlite3.connect(
+            settings_dict["NAME"], uri=True, timeout=float(options.get("timeout", 5)), isolation_level=None,
+        )
+        # The same pragmas as Django's connections: its init_command, and foreign keys enforced.
+        if options.get("init_command"):
+            raw.executescript(options["init_command"])
+        raw.execute("PRAGMA foreign_keys = ON")
+        mode = options.get("transaction_mode")
+        db = _BaselineDB(raw, "sqlite", f"BEGIN {mode}" if mode else "BEGIN")
+    try:
+        yield db
+    finally:
+        raw.close()
+

@@ -1,0 +1,62 @@
+"""`manage.py bench_engine` runs processes through the engine, measures a baseline, and cleans up after itself."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from processes.models import EngineSettings, Process, ProcessStep
+from workflows.models import Workflow
+from workflows.registry import all_workflows
+
+
+def _tables() -> set[str]:
+    return set(connection.introspection.table_names())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_engine_reports_engine_baseline_and_ratio_and_leaves_nothing_behind():
+    out = StringIO()
+
+    call_command("bench_engine", processes=3, steps=2, verbose_queries=True, stdout=out, stderr=StringIO())
+
+    output = out.getvalue()
+    assert re.search(r"^engine: .* = [\d,]+ steps/s", output, re.MULTILINE), output
+    assert re.search(r"^baseline: .* = [\d,]+ steps/s", output, re.MULTILINE), output
+    assert re.search(r"^ratio: +\d+\.\d\d", output, re.MULTILINE), output
+    assert re.search(r"^queries/step: +\d", output, re.MULTILINE), output
+    assert "processes_processstep" in output  # --verbose-queries lists the step's SQL
+    # Nothing left: no processes, no step rows, no workflow, no scratch tables.
+    assert not Process.objects.exists()
+    assert not ProcessStep.objects.exists()
+    assert not Workflow.objects.filter(name__startswith="bench_noop_").exists()
+    assert not [name for name in all_workflows() if name.startswith("bench_noop_")]
+    assert not {"bench_baseline_process", "bench_baseline_step"} & _tables()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_engine_keep_leaves_the_processes():
+    call_command("bench_engine", processes=2, steps=1, keep=True, stdout=StringIO(), stderr=StringIO())
+
+    # Two measured, plus the warm-up and the one whose queries were counted.
+    assert Process.objects.filter(workflow__name="bench_noop_1", status="completed").count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("option", "value"), [("processes", 0), ("steps", 0), ("processes", -5)])
+def test_bench_engine_refuses_fewer_than_one(option, value):
+    with pytest.raises(CommandError, match=f"--{option} must be at least 1"):
+        call_command("bench_engine", **{option: value}, stdout=StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_engine_refuses_while_the_engine_is_paused():
+    EngineSettings.objects.update_or_create(id=1, defaults={"paused": True})
+
+    with pytest.raises(CommandError, match="engine is paused"):
+        call_command("bench_engine", processes=1, steps=1, stdout=StringIO())
+    assert not Process.objects.exists()
