@@ -15,16 +15,17 @@ from __future__ import annotations
 import logging
 import traceback as tb
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.db import DatabaseError, transaction
-from django.db.models import Subquery
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
+from processes import steplog
 from processes.errors import (
     EnginePaused,
     IncompatibleWorkflowChange,
@@ -73,9 +74,10 @@ def get_process(process_id: uuid.UUID | str, *, lock: bool = False, nowait: bool
         raise
 
 
-def current_state(process: Process) -> dict[str, Any]:
+def current_state(process: Process | uuid.UUID | str) -> dict[str, Any]:
     """The process's state: that of its newest log row (a failed row holds the state it started from)."""
-    row = ProcessStep.objects.filter(process=process).order_by("-id").values_list("state", flat=True).first()
+    process_id = process.pk if isinstance(process, Process) else process
+    row = ProcessStep.objects.filter(process_id=process_id).order_by("-id").values_list("state", flat=True).first()
     return dict(row or {})
 
 
@@ -128,26 +130,16 @@ class _Outcome:
     position: int = 0
 
 
-def run_process(process_id: uuid.UUID | str) -> Process:
+def run_process(process_id: uuid.UUID | str) -> None:
     """Run a process's steps until it completes, fails, waits, suspends or is stopped."""
-    state: dict[str, Any] | None = None
-    position = -1
+    # A state remembered at creation is only a hint: the first step uses it only if the process is
+    # still at that position under its lock, and reads the log otherwise.
+    position, state = _FRESH.pop(str(process_id), (-1, None))
     while True:
         outcome = _run_one_step(process_id, state, position)
         if not outcome.keep_going:
-            return get_process(process_id)
+            return
         state, position = outcome.state, outcome.position
-
-
-def _locked_for_step(process_id: uuid.UUID | str) -> Process:
-    # One query: lock the process row and read the engine's pause flag with it.
-    paused = EngineSettings.objects.filter(id=1).values("paused")[:1]
-    return (
-        Process.objects.select_for_update(of=("self",))
-        .select_related("workflow")
-        .annotate(engine_paused=Subquery(paused))
-        .get(pk=process_id)
-    )
 
 
 def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, position: int) -> _Outcome:
@@ -156,72 +148,68 @@ def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, pos
         with transaction.atomic():
             # Lock first, then run the step: a second runner of the same process waits here and
             # then sees the position moved on, so no step runs twice.
-            process = _locked_for_step(process_id)
-            if process.engine_paused or process.status != P.RUNNING:
+            locked = steplog.lock(process_id)
+            if locked is None or locked.engine_paused or locked.status != P.RUNNING:
                 return _Outcome(False)
-            spec = get_workflow(process.workflow.name)
-            if process.current_step >= len(spec.steps):
-                raise StepError(f"process is past the last step of {spec.name} (step {process.current_step + 1})")
-            step = spec.steps[process.current_step]
-            expected = process.workflow_version[process.current_step] if process.current_step < len(
-                process.workflow_version) else None
+            spec = get_workflow(locked.workflow_name)
+            at = locked.current_step
+            if at >= len(spec.steps):
+                raise StepError(f"process is past the last step of {spec.name} (step {at + 1})")
+            step = spec.steps[at]
+            expected = locked.workflow_version[at] if at < len(locked.workflow_version) else None
             if expected != step.name:
                 raise StepError(
-                    f"workflow {spec.name} changed under the running process: step {process.current_step + 1} "
+                    f"workflow {spec.name} changed under the running process: step {at + 1} "
                     f"is now {step.name!r}, was {expected!r}"
                 )
-            if state is None or position != process.current_step:
+            if state is None or position != at:
                 # First step of this run, or someone else moved the process on: read the state.
-                state = current_state(process)
-            return _execute(process, step, state, started)
+                state = current_state(process_id)
+            return _execute(locked, step, state, started)
     except Exception as exc:
         _record_failure(process_id, exc, started, state)
         return _Outcome(False)
 
 
-def _execute(process: Process, step: Step, state: dict[str, Any], started: Any) -> _Outcome:
+def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], started: Any) -> _Outcome:
     """Run `step` inside the current transaction, then log it and move the process on."""
-    status = StepStatus.SUCCESS
-    new_state = state
+    if step.kind in (StepKind.INPUT, StepKind.ABORT) and (step.condition is None or step.condition(state)):
+        return _stop_at(locked, step, state, started)
     if step.condition is not None and not step.condition(state):
-        status = StepStatus.SKIPPED
-    elif step.kind == StepKind.INPUT:
-        process.suspend()
-        _log(process, step, StepStatus.SUSPEND, state, started)
-        process.last_step = step.name
-        process.last_modified_at = timezone.now()
-        process.save(update_fields=["status", "last_step", "last_modified_at"])
-        return _Outcome(False)
-    elif step.kind == StepKind.ABORT:
-        process.abort(f"the workflow aborted at step {step.name!r}")
-        _log(process, step, StepStatus.ABORT, state, started)
-        process.last_step = step.name
-        process.last_modified_at = timezone.now()
-        process.save(update_fields=["status", "last_step", "failed_reason", "next_retry_at", "last_modified_at"])
-        return _Outcome(False)
-    else:
-        new_state = call_step(step, state, acting_user=process.acting_user)
+        steplog.advance(locked, step_name=step.name, step_status=StepStatus.SKIPPED, state=state,
+                        started=started, finished=timezone.now())
+        return _Outcome(True, state, locked.current_step + 1)
+
+    new_state = call_step(step, state, acting_user=locked.acting_user)
 
     if step.kind == StepKind.DONE:
+        # The transition method decides the new status (and refuses an illegal one); the write is
+        # the same single statement as any step's.
+        process = Process.from_db(None, ["process_id", "status"], [locked.process_id, locked.status])
         process.complete()
-        _log(process, step, StepStatus.COMPLETE, new_state, started)
-        process.current_step += 1
-        process.last_step = step.name
-        process.current_attempt = 1
-        process.last_modified_at = timezone.now()
-        process.save(update_fields=[
-            "status", "current_step", "last_step", "current_attempt", "failed_reason", "traceback",
-            "last_modified_at",
-        ])
+        steplog.advance(locked, step_name=step.name, step_status=StepStatus.COMPLETE, state=new_state,
+                        started=started, finished=timezone.now(), new_status=process.status)
         return _Outcome(False)
+    steplog.advance(locked, step_name=step.name, step_status=StepStatus.SUCCESS, state=new_state,
+                    started=started, finished=timezone.now())
+    return _Outcome(True, new_state, locked.current_step + 1)
 
-    _log(process, step, status, new_state, started)
-    # The status does not change between steps: a plain UPDATE of the position is enough.
-    Process.objects.filter(pk=process.pk).update(
-        current_step=process.current_step + 1, last_step=step.name, current_attempt=1,
-        last_modified_at=timezone.now(),
-    )
-    return _Outcome(True, new_state, process.current_step + 1)
+
+def _stop_at(locked: steplog.Locked, step: Step, state: dict[str, Any], started: Any) -> _Outcome:
+    """An input step (suspend for input) or an abort step (end the process): rare, so through the ORM."""
+    process = get_process(locked.process_id)  # its row is already locked by this transaction
+    if step.kind == StepKind.INPUT:
+        process.suspend()
+        row_status, fields = StepStatus.SUSPEND, ["status", "last_step", "last_modified_at"]
+    else:
+        process.abort(f"the workflow aborted at step {step.name!r}")
+        row_status = StepStatus.ABORT
+        fields = ["status", "last_step", "failed_reason", "next_retry_at", "last_modified_at"]
+    _log(process, step, row_status, state, started)
+    process.last_step = step.name
+    process.last_modified_at = timezone.now()
+    process.save(update_fields=fields)
+    return _Outcome(False)
 
 
 def _log(process: Process, step: Step, status: str, state: dict[str, Any], started: Any, **extra: Any) -> None:
@@ -296,23 +284,49 @@ def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_i
     """Create a running process with its initial input; the caller holds the transaction.
 
     The workflow's first step (`init`, "Start") is logged here with the initial state, so every later
-    step, wherever it runs, finds the state it starts from in the log.
+    step, wherever it runs, finds the state it starts from in the log. Refused with EnginePaused (503)
+    while the engine is paused.
     """
     from workflows.sync import workflow_row
 
     who = actor_name(by)
-    process = Process(workflow=workflow_row(spec), created_by=who, acting_user=who, is_task=spec.is_task,
+    process = Process(process_id=uuid.uuid4(), created_by=who, acting_user=who, is_task=spec.is_task,
                       workflow_version=spec.version, current_step=1, last_step=spec.steps[0].name)
-    process.run()
-    process.save()
-    InputState.objects.create(process=process, input_type=InputType.INITIAL, input=user_input, created_by=who)
+    process.run()  # the FSM decides a new process's status, on whichever path writes it
     state.update({"process_id": str(process.process_id), "workflow": spec.name, "created_by": who})
     now = timezone.now()
-    ProcessStep.objects.create(
-        process=process, name=spec.steps[0].name, status=StepStatus.SUCCESS, state=state, created_by=who,
-        started_at=now, completed_at=now,
+    created = steplog.create(
+        process_id=process.process_id, workflow_name=spec.name, status=process.status,
+        first_step=spec.steps[0].name, who=who, is_task=spec.is_task, version=spec.version,
+        user_input=user_input, state=state, now=now, input_type=InputType.INITIAL, step_status=StepStatus.SUCCESS,
     )
+    if not created:
+        # The general path: says why the one-statement path could not be taken (engine paused), or
+        # takes care of what it does not (a workflow row not synced yet, another database).
+        check_engine_running(f"start {spec.name}")
+        process.workflow = workflow_row(spec)
+        process.started_at = process.last_modified_at = now
+        process.save(force_insert=True)
+        InputState.objects.create(process=process, input_type=InputType.INITIAL, input=user_input,
+                                  created_by=who, input_time=now)
+        ProcessStep.objects.create(
+            process=process, name=spec.steps[0].name, status=StepStatus.SUCCESS, state=state, created_by=who,
+            started_at=now, completed_at=now,
+        )
+    _remember_state(process.process_id, 1, state)
     return process
+
+
+# The state a process was just created with, so an inline run does not read back what it just wrote.
+# Bounded: entries of processes that never ran here (another worker, a rolled-back start) fall out.
+_FRESH: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+_FRESH_MAX = 256
+
+
+def _remember_state(process_id: uuid.UUID, position: int, state: dict[str, Any]) -> None:
+    _FRESH[str(process_id)] = (position, state)
+    while len(_FRESH) > _FRESH_MAX:
+        _FRESH.popitem(last=False)
 
 
 def retry(process_id: uuid.UUID | str, *, by: Any = None) -> Process:

@@ -50,7 +50,8 @@ class Process(FSMModelMixin, models.Model):
 
     process_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="processes")
-    status = FSMField(max_length=20, choices=ProcessStatus.choices, default=P.CREATED, protected=True, db_index=True)
+    # Indexed through process_status_retry (status first); a second index would only slow every write.
+    status = FSMField(max_length=20, choices=ProcessStatus.choices, default=P.CREATED, protected=True)
     # Position in the workflow's step list of the next step to run (or the one failed, suspended...).
     current_step = models.PositiveIntegerField(default=0)
     # Which try of the current step this is (1 for the first run, 2 for the first retry...).
@@ -126,7 +127,8 @@ class Process(FSMModelMixin, models.Model):
 class ProcessStep(models.Model):
     """One entry of a process's log: a step that ran (or was skipped, or failed) and the state after it."""
 
-    process = models.ForeignKey(Process, on_delete=models.CASCADE, related_name="steps")
+    # Indexed through processstep_process_order (process, id), which also serves the log in order.
+    process = models.ForeignKey(Process, on_delete=models.CASCADE, related_name="steps", db_index=False)
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=20, choices=StepStatus.choices)
     # The full state after the step; for a failed step, the state it started from (so a retry

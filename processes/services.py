@@ -91,7 +91,6 @@ def start_process(
     Everything is checked before anything is written: a refused start leaves no process behind.
     """
     spec = get_workflow(workflow_name)
-    engine.check_engine_running(f"start {spec.name}")
     if spec.needs_subscription and subscription_id in (None, ""):
         raise InvalidInput(
             f"cannot start {spec.name}: it works on a subscription; give the subscription's id",

@@ -72,7 +72,8 @@ def test_the_unsync_step_refuses_a_subscription_already_out_of_sync(active_node)
 
     spec = get_workflow("t_rename_node")
     process = create_process(spec, {"subscription_id": str(active_node.pk)}, by="bob", user_input={})
-    process = run_process(process.process_id)
+    run_process(process.process_id)
+    process.refresh_from_db()
 
     assert process.status == "failed"
     failed = ProcessStep.objects.get(process=process, status="failed")

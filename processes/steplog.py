@@ -1,0 +1,188 @@
+"""The engine's per-step SQL: lock a process, then log a step and move the process on, in few round trips.
+
+Every step of every process passes through here, so this is plain SQL on Django's connection (same
+transaction, same locks) instead of the ORM, whose query building would cost more than the database
+work itself. Names come from the models' _meta, values go through the fields' own adapters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from django.db import connection
+
+from processes.models import EngineSettings, InputState, Process, ProcessStep
+from workflows.models import Workflow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Locked:
+    """What a step needs to know of its process, read under the process's row lock."""
+
+    process_id: uuid.UUID | str
+    status: str
+    current_step: int
+    current_attempt: int
+    workflow_version: list[str]
+    acting_user: str
+    workflow_name: str
+    engine_paused: bool
+
+
+def _column(model: type, name: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
+def _table(model: type) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+@cache
+def _lock_sql(vendor: str, for_update: bool) -> str:
+    p, w, e = _table(Process), _table(Workflow), _table(EngineSettings)
+    columns = ", ".join(f"p.{_column(Process, name)}" for name in (
+        "status", "current_step", "current_attempt", "workflow_version", "acting_user"))
+    lock = " FOR UPDATE OF p" if for_update else ""
+    return (
+        f"SELECT {columns}, w.{_column(Workflow, 'name')}, "
+        f"(SELECT e.{_column(EngineSettings, 'paused')} FROM {e} e WHERE e.{_column(EngineSettings, 'id')} = 1) "
+        f"FROM {p} p INNER JOIN {w} w ON w.{_column(Workflow, 'workflow_id')} = p.{_column(Process, 'workflow')} "
+        f"WHERE p.{_column(Process, 'process_id')} = %s{lock}"
+    )
+
+
+def lock(process_id: uuid.UUID | str) -> Locked | None:
+    """Lock the process row (until the transaction ends) and read it with the engine's pause flag."""
+    sql = _lock_sql(connection.vendor, connection.features.has_select_for_update_of)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [Process._meta.pk.get_db_prep_value(process_id, connection)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    status, current_step, attempt, version, acting_user, workflow_name, paused = row
+    if isinstance(version, str | bytes):
+        version = json.loads(version)
+    return Locked(process_id, status, current_step, attempt, version, acting_user, workflow_name, bool(paused))
+
+
+_STEP_COLUMNS = ("process", "name", "status", "state", "created_by", "started_at", "completed_at", "attempt")
+
+
+@cache
+def _advance_sql(vendor: str, with_status: bool) -> tuple[str, ...]:
+    p, s = _table(Process), _table(ProcessStep)
+    sets = [f"{_column(Process, n)} = %s" for n in ("current_step", "last_step", "current_attempt",
+                                                      "last_modified_at")]
+    if with_status:
+        sets += [f"{_column(Process, 'status')} = %s", f"{_column(Process, 'failed_reason')} = ''",
+                 f"{_column(Process, 'traceback')} = ''"]
+    update = f"UPDATE {p} SET {', '.join(sets)} WHERE {_column(Process, 'process_id')} = %s"
+    # error, error_type and traceback are NOT NULL text columns: a success leaves them empty.
+    step_columns = [_column(ProcessStep, n) for n in (*_STEP_COLUMNS, "error", "error_type", "traceback")]
+    insert = (
+        f"INSERT INTO {s} ({', '.join(step_columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(_STEP_COLUMNS))}, '', '', '')"
+    )
+    if vendor == "postgresql":
+        # One round trip: the process update rides along with the log insert.
+        return (f"WITH moved AS ({update}) {insert}",)
+    return (update, insert)
+
+
+def advance(locked: Locked, *, step_name: str, step_status: str, state: dict[str, Any], started: datetime,
+            finished: datetime, new_status: str | None = None) -> None:
+    """Log the step with the state after it, and move the process to its next step, in this transaction.
+
+    `new_status` is the status a transition method chose (for the last step: completed); without it the
+    status stays as it is.
+    """
+    prep = _Prep()
+    pid = prep.pk(locked.process_id)
+    update_params = [locked.current_step + 1, step_name, 1, prep.when(finished)]
+    if new_status is not None:
+        update_params.append(new_status)
+    update_params.append(pid)
+    insert_params = [
+        pid, step_name, step_status, prep.state(state), locked.acting_user, prep.when(started),
+        prep.when(finished), locked.current_attempt,
+    ]
+    statements = _advance_sql(connection.vendor, new_status is not None)
+    with connection.cursor() as cursor:
+        if len(statements) == 1:
+            cursor.execute(statements[0], update_params + insert_params)
+        else:
+            cursor.execute(statements[0], update_params)
+            cursor.execute(statements[1], insert_params)
+
+
+class _Prep:
+    """Values adapted for this connection the way the ORM would adapt them."""
+
+    _state_field = ProcessStep._meta.get_field("state")
+    _when_field = ProcessStep._meta.get_field("started_at")
+
+    def pk(self, value: uuid.UUID | str) -> Any:
+        return Process._meta.pk.get_db_prep_value(value, connection)
+
+    def state(self, value: dict[str, Any]) -> Any:
+        return self._state_field.get_db_prep_value(value, connection)
+
+    def when(self, value: datetime) -> Any:
+        return self._when_field.get_db_prep_value(value, connection)
+
+
+@cache
+def _create_sql() -> str:
+    p, w, e = _table(Process), _table(Workflow), _table(EngineSettings)
+    i, s = _table(InputState), _table(ProcessStep)
+    pc = [_column(Process, n) for n in (
+        "process_id", "workflow", "status", "current_step", "current_attempt", "last_step", "failed_reason",
+        "traceback", "created_by", "acting_user", "started_at", "last_modified_at", "is_task", "note",
+        "workflow_version")]
+    ic = [_column(InputState, n) for n in ("process", "input_type", "step_name", "input", "created_by", "input_time")]
+    sc = [_column(ProcessStep, n) for n in (*_STEP_COLUMNS, "error", "error_type", "traceback")]
+    pid = _column(Process, "process_id")
+    # Casts: with server-side binding PostgreSQL must know each parameter's type in a SELECT list.
+    return (
+        f"WITH p AS (INSERT INTO {p} ({', '.join(pc)}) "
+        f"SELECT %s::uuid, w.{_column(Workflow, 'workflow_id')}, %s, 1, 1, %s, '', '', %s, %s, "
+        f"%s::timestamptz, %s::timestamptz, %s::boolean, '', %s::jsonb "
+        f"FROM {w} w WHERE w.{_column(Workflow, 'name')} = %s AND w.{_column(Workflow, 'deleted_at')} IS NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {e} e WHERE e.{_column(EngineSettings, 'paused')}) RETURNING {pid}), "
+        f"i AS (INSERT INTO {i} ({', '.join(ic)}) SELECT {pid}, %s, '', %s::jsonb, %s, %s::timestamptz FROM p) "
+        f"INSERT INTO {s} ({', '.join(sc)}) "
+        f"SELECT {pid}, %s, %s, %s::jsonb, %s, %s::timestamptz, %s::timestamptz, 1, '', '', '' FROM p "
+        f"RETURNING {_column(ProcessStep, 'process')}"
+    )
+
+
+def create(*, process_id: uuid.UUID, workflow_name: str, status: str, first_step: str, who: str, is_task: bool,
+           version: list[str], user_input: dict[str, Any], state: dict[str, Any], now: datetime,
+           input_type: str, step_status: str) -> bool:
+    """On PostgreSQL, create the process, its initial input and its first log row in one statement.
+
+    Returns False (and writes nothing) when that cannot be done here: another database, the engine
+    paused, or no live row for the workflow yet; the caller then takes the general path, which says why.
+    """
+    if connection.vendor != "postgresql":
+        return False
+    prep = _Prep()
+    version_field = Process._meta.get_field("workflow_version")
+    input_field = InputState._meta.get_field("input")
+    params = [
+        process_id, status, first_step, who, who, prep.when(now), prep.when(now), is_task,
+        version_field.get_db_prep_value(version, connection), workflow_name,
+        input_type, input_field.get_db_prep_value(user_input, connection), who, prep.when(now),
+        first_step, step_status, prep.state(state), who, prep.when(now), prep.when(now),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_create_sql(), params)
+        return cursor.fetchone() is not None
