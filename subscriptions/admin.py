@@ -189,7 +189,20 @@ class CustomerFilter(admin.SimpleListFilter):
         return queryset.filter(customer_id=self.value())
 
 
-class SubscriptionLifecycleEventInline(admin.TabularInline):
+class ReadOnlyAdminMixin:
+    """For audit records: shown to staff, never added, changed or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class SubscriptionLifecycleEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The subscription's lifecycle history, oldest first; written only by transitions."""
 
     model = SubscriptionLifecycleEvent
@@ -200,14 +213,6 @@ class SubscriptionLifecycleEventInline(admin.TabularInline):
     verbose_name = "lifecycle event"
     verbose_name_plural = "lifecycle history"
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class SubscriptionAdminForm(forms.ModelForm):
@@ -318,7 +323,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
 
 @admin.register(SubscriptionLifecycleEvent)
-class SubscriptionLifecycleEventAdmin(admin.ModelAdmin):
+class SubscriptionLifecycleEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The audit log of lifecycle transitions: read-only, written only by the transitions themselves."""
 
     list_display = [
@@ -329,14 +334,6 @@ class SubscriptionLifecycleEventAdmin(admin.ModelAdmin):
     search_fields = ["changed_by", "transition", "subscription__description", "subscription__customer_id"]
     date_hierarchy = "changed_at"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class SubscriptionInstanceValueInline(admin.TabularInline):
