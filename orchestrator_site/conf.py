@@ -22,6 +22,10 @@ DEFAULTS: dict[str, Any] = {
     "RETRYSTEP_MAX_TRIES": 5,
     "RETRYSTEP_BACKOFF_SECONDS": 5.0,
     "RETRYSTEP_BACKOFF_MAX_SECONDS": 3600.0,
+    # The largest request body the API accepts, in bytes; a larger one is answered 413.
+    "API_MAX_BODY_BYTES": 1024 * 1024,
+    # The most items one page of an API list may hold (?limit=), whatever the client asks.
+    "API_MAX_PAGE_SIZE": 500,
 }
 
 

@@ -1,0 +1,68 @@
+"""What every API view shares: errors as JSON with a human message and field errors, and pagination."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from orchestrator_site.conf import orchestrator_setting
+from orchestrator_site.errors import OrchestratorError
+
+logger = logging.getLogger(__name__)
+
+
+class Pagination(LimitOffsetPagination):
+    """?limit=&offset= pages, never larger than ORCHESTRATOR["API_MAX_PAGE_SIZE"]."""
+
+    @property
+    def max_limit(self) -> int:  # type: ignore[override]
+        return int(orchestrator_setting("API_MAX_PAGE_SIZE"))
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {key: _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            return [str(item) for item in detail]
+        return [_flatten(item) for item in detail]
+    return [str(detail)]
+
+
+def error_body(detail: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"detail": detail}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every error as `{"detail": "...", "errors": {field: [...]}}` with its status code; never a 500 for bad input."""
+    if isinstance(exc, OrchestratorError):
+        return Response(error_body(exc.detail, exc.errors), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body("the request body is too large"), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, exceptions.ValidationError):
+        errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        errors = _flatten(errors)
+        summary = "; ".join(
+            f"{field}: {' '.join(m if isinstance(m, str) else str(m) for m in messages)}"
+            for field, messages in errors.items()
+        )
+        return Response(error_body(f"invalid input ({summary})", errors), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "Not found.")
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and "detail" in response.data:
+        response.data = error_body(str(response.data["detail"]))
+    return response

@@ -1,0 +1,1 @@
+"""The processes app's REST API (under /api/)."""

@@ -1,0 +1,7 @@
+"""API routes (placeholder until filled)."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, URLResolver
+
+urlpatterns: list[URLPattern | URLResolver] = []

@@ -1,0 +1,1 @@
+"""The subscriptions app's REST API (under /api/)."""

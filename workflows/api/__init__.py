@@ -1,0 +1,1 @@
+"""The workflows app's REST API (under /api/)."""
