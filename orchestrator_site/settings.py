@@ -205,6 +205,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status` with its own choices: name each set, or the schema gets hashed names.
+    "ENUM_NAME_OVERRIDES": {
+        "ProcessStatusEnum": "processes.models.ProcessStatus",
+        "SubscriptionLifecycleEnum": "subscriptions.lifecycle.SubscriptionLifecycle",
+        "ProductLifecycleEnum": "subscriptions.models.ProductLifecycle",
+    },
 }
 
 # --- The orchestrator ----------------------------------------------------------------------------

@@ -140,3 +140,44 @@ class SubscriptionInstanceRelationFactory(factory.django.DjangoModelFactory):
     )
     domain_model_attr = "ports"
     order_id = factory.Sequence(lambda n: n)
+
+
+# --- workflow rows and processes (for the API's views of products and subscriptions) ---------------
+# By model label, not import: the factories above serve tests of the subscriptions app alone too.
+class WorkflowFactory(factory.django.DjangoModelFactory):
+    """A Workflow row, as sync_workflows would write it for a workflow declared in code."""
+
+    class Meta:
+        model = "workflows.Workflow"
+        django_get_or_create = ("name",)
+        skip_postgeneration_save = True  # the products hook writes the M2M table, not the row
+
+    name = factory.Sequence(lambda n: f"test_workflow_{n}")
+    target = "modify"
+    description = factory.Faker("sentence", nb_words=4)
+
+    @factory.post_generation
+    def products(obj: object, create: bool, extracted: list[Product] | None, **kwargs: object) -> None:
+        if create and extracted:
+            obj.products.set(extracted)  # type: ignore[attr-defined]
+
+
+class ProcessFactory(factory.django.DjangoModelFactory):
+    """A process row; pass `status=` to start it there (the status is only protected once loaded)."""
+
+    class Meta:
+        model = "processes.Process"
+
+    workflow = factory.SubFactory(WorkflowFactory)
+    created_by = "factory"
+    last_step = "Start"
+
+
+class ProcessSubscriptionFactory(factory.django.DjangoModelFactory):
+    """The link between a process and a subscription it works on."""
+
+    class Meta:
+        model = "processes.ProcessSubscription"
+
+    process = factory.SubFactory(ProcessFactory)
+    subscription = factory.SubFactory(SubscriptionFactory)
