@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
@@ -212,3 +213,26 @@ class EngineSettings(models.Model):
     def get(cls) -> EngineSettings:
         settings, _ = cls.objects.get_or_create(id=1)
         return settings
+
+
+class IdempotencyKey(models.Model):
+    """A client's `Idempotency-Key` for starting a process: a repeat with the same key gets the same process.
+
+    Unique per (user, key); `body_hash` is the SHA-256 of the request body as canonical JSON, so the same
+    key with another body is told apart (and refused). Rows are kept at least IDEMPOTENCY_KEY_KEEP (24 h)
+    after `created_at`; nothing deletes them yet (cleanup is a later issue), and an older key still answers.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    body_hash = models.CharField(max_length=64)
+    # Null only inside the transaction that creates the row before it starts the process; every committed
+    # row has its process. Deleting the process (a task) forgets the key with it.
+    process = models.ForeignKey(Process, on_delete=models.CASCADE, null=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="unique_idempotency_key_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.process_id}"

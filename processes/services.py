@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
-from orchestrator_site.errors import InvalidInput
+from orchestrator_site.errors import Conflict, InvalidInput
 from processes import engine
+from processes.errors import ProcessBusy, WrongProcessStatus
 from processes.executors import submit_after_commit
-from processes.models import FINISHED, Process, ProcessSubscription
+from processes.models import FINISHED, Process, ProcessStatus, ProcessSubscription
+from subscriptions.lifecycle import actor_name
 from subscriptions.models import Subscription
 from subscriptions.services import get_subscription
 from workflows.errors import SubscriptionOutOfSync, WorkflowNotStartable
@@ -143,3 +145,37 @@ def resume_process(process_id: uuid.UUID | str, user_input: Any, *, by: Any = No
 
 def abort_process(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Process:
     return engine.abort(process_id, by=by, reason=reason)
+
+
+# A task in one of these may have a worker inside (or about to enter) a step: it is not deleted under it.
+IN_FLIGHT = [ProcessStatus.CREATED, ProcessStatus.RUNNING, ProcessStatus.RESUMED]
+
+
+def delete_task(process_id: uuid.UUID | str, *, by: Any = None) -> None:
+    """Delete a task's process with its log and inputs.
+
+    Only tasks: a workflow's process is the audit record of what happened to its subscriptions, so it
+    is aborted, never deleted. A task that may be running is refused; abort it first.
+    """
+    with transaction.atomic():
+        try:
+            process = engine.get_process(process_id, lock=True, nowait=True)
+        except DatabaseError:
+            raise ProcessBusy(
+                f"cannot delete process {process_id}: a worker is running one of its steps right now"
+            ) from None
+        if not process.is_task:
+            raise Conflict(
+                f"cannot delete process {process.process_id}: {process.workflow.name} is not a task, and only "
+                f"tasks' processes can be deleted (a workflow's process is the audit record of its "
+                f"subscriptions' changes; abort it instead)",
+                process_id=process.process_id,
+            )
+        if process.status in IN_FLIGHT:
+            raise WrongProcessStatus(
+                f"cannot delete task {process.process_id}: it is {process.status}; abort it first",
+                process_id=process.process_id,
+            )
+        name, status = process.workflow.name, process.status
+        process.delete()
+    logger.info("process %s: task %s (%s) deleted by %s", process_id, name, status, actor_name(by))

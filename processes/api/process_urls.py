@@ -1,7 +1,12 @@
-"""API routes (placeholder until filled)."""
+"""API routes of processes: /api/processes/ (list, start), /api/processes/{id}/ and its actions, status counts."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from processes.api.views import ProcessViewSet
+
+router = SimpleRouter()
+router.register("processes", ProcessViewSet, basename="process")
+
+urlpatterns = router.urls

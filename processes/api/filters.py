@@ -1,0 +1,63 @@
+"""Filters and ordering of the process list (`GET /api/processes/`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.db.models import QuerySet
+from django_filters import rest_framework as filters
+
+from processes.models import Process, ProcessStatus
+
+
+class CommaSeparatedMultipleChoiceField(forms.MultipleChoiceField):
+    """Takes `?status=a&status=b` as well as `?status=a,b` (what a hand-written URL tends to use)."""
+
+    def to_python(self, value: Any) -> list[str]:
+        values = super().to_python(value)
+        return [part.strip() for item in values for part in item.split(",") if part.strip()]
+
+
+class CommaSeparatedMultipleChoiceFilter(filters.MultipleChoiceFilter):
+    field_class = CommaSeparatedMultipleChoiceField
+
+
+class ProcessOrderingFilter(filters.OrderingFilter):
+    """The chosen ordering, then the id: pages do not shuffle rows that tie (same status, same second)."""
+
+    def filter(self, qs: QuerySet[Process], value: Any) -> QuerySet[Process]:
+        qs = super().filter(qs, value)
+        if value:
+            qs = qs.order_by(*qs.query.order_by, "process_id")
+        return qs
+
+
+class ProcessFilter(filters.FilterSet):
+    status = CommaSeparatedMultipleChoiceFilter(
+        choices=ProcessStatus.choices, help_text="One or more statuses: repeat the parameter or separate with commas."
+    )
+    workflow = filters.CharFilter(field_name="workflow__name", help_text="The workflow's name.")
+    subscription = filters.UUIDFilter(
+        field_name="process_subscriptions__subscription_id", help_text="Processes on this subscription (its id)."
+    )
+    created_by = filters.CharFilter(help_text="The user name of whoever started the process.")
+    is_task = filters.BooleanFilter()
+    started_after = filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="gte",
+                                              help_text="Started at or after this time (ISO 8601).")
+    started_before = filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="lte",
+                                               help_text="Started at or before this time (ISO 8601).")
+    ordering = ProcessOrderingFilter(
+        fields=(
+            ("started_at", "started_at"),
+            ("last_modified_at", "last_modified_at"),
+            ("status", "status"),
+            ("workflow__name", "workflow"),
+        ),
+        help_text="Sort by started_at, last_modified_at, status or workflow; prefix with - for descending "
+                  "(default: -started_at).",
+    )
+
+    class Meta:
+        model = Process
+        fields: list[str] = []

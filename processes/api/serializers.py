@@ -1,0 +1,146 @@
+"""Request and response shapes of the process API (`/api/processes/`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from processes.models import Process, ProcessStatus, ProcessStep, StepStatus
+
+
+# --- requests ----------------------------------------------------------------------------------------
+class StrictSerializer(serializers.Serializer):
+    """Refuses keys it does not declare: a misspelt key must not be ignored silently."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown: dict[str, list[str]] = {}
+        if isinstance(data, Mapping):
+            expected = ", ".join(self.fields) or "none"
+            unknown = {key: [f"unknown field; expected one of: {expected}"] for key in data if key not in self.fields}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from exc
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
+class StartProcessSerializer(StrictSerializer):
+    workflow = serializers.CharField(max_length=100, help_text="The workflow's name (see /api/workflows/).")
+    # A plain string, not a UUID field: an id that is not a subscription's (malformed or unknown) is a 404
+    # from the service, the same answer for both.
+    subscription = serializers.CharField(
+        max_length=100, required=False, allow_null=True, default=None,
+        help_text="The id (UUID) of the subscription to work on; null for a create workflow or a task.",
+    )
+    input = serializers.DictField(
+        required=False, default=dict, help_text="The workflow's initial input form (see the workflow's `form`)."
+    )
+
+
+class ResumeProcessSerializer(StrictSerializer):
+    input = serializers.DictField(
+        required=False, default=dict, help_text="The input the suspended process waits for (see its `form`)."
+    )
+
+
+class AbortProcessSerializer(StrictSerializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
+                                   help_text="Why the process is aborted; kept in its log.")
+
+
+class EmptySerializer(StrictSerializer):
+    """No fields: an empty body (or `{}`)."""
+
+
+# --- responses ---------------------------------------------------------------------------------------
+class ProcessRefSerializer(serializers.Serializer):
+    """The process an action started or moved on, and its status once the executor has had it."""
+
+    id = serializers.UUIDField(source="process_id", read_only=True)
+    status = serializers.ChoiceField(choices=ProcessStatus.choices, read_only=True)
+
+
+class ProcessErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="A human-readable message.")
+    errors = serializers.DictField(
+        child=serializers.JSONField(), required=False,
+        help_text="Field errors, when fields are at fault: {field: [messages]}.",
+    )
+
+
+class ProcessListItemSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="process_id", read_only=True)
+    workflow = serializers.CharField(source="workflow.name", read_only=True)
+    status = serializers.ChoiceField(choices=ProcessStatus.choices, read_only=True)
+    subscriptions = serializers.SerializerMethodField(help_text="Ids of the subscriptions the process works on.")
+
+    class Meta:
+        model = Process
+        fields = ["id", "workflow", "status", "last_step", "failed_reason", "created_by", "started_at",
+                  "last_modified_at", "is_task", "subscriptions"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.UUIDField()))
+    def get_subscriptions(self, process: Process) -> list[Any]:
+        # From the prefetched links (the view prefetches them): no query per process.
+        return [link.subscription_id for link in process.process_subscriptions.all()]
+
+
+class StateDeltaSerializer(serializers.Serializer):
+    added = serializers.DictField(help_text="Keys the step added, with their values.")
+    changed = serializers.DictField(help_text="Keys whose value the step changed, with their new values.")
+    removed = serializers.ListField(child=serializers.CharField(), help_text="Keys the step removed.")
+
+
+class ProcessStepSerializer(serializers.ModelSerializer):
+    status = serializers.ChoiceField(choices=StepStatus.choices, read_only=True)
+    state = serializers.DictField(read_only=True, help_text="The full state after the step (for a failed step: "
+                                                            "the state it started from).")
+    state_delta = StateDeltaSerializer(read_only=True, help_text="What changed relative to the previous row.")
+    traceback = serializers.SerializerMethodField(
+        help_text="The failed step's traceback: staff only (null for others)."
+    )
+
+    class Meta:
+        model = ProcessStep
+        fields = ["name", "status", "state", "state_delta", "started_at", "completed_at", "created_by", "attempt",
+                  "error", "error_type", "traceback"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_traceback(self, row: ProcessStep) -> str | None:
+        return row.traceback if self.context.get("show_tracebacks") else None
+
+
+class PendingFormSerializer(serializers.Serializer):
+    step = serializers.CharField(help_text="The input step waiting.")
+    schema = serializers.DictField(help_text="The form as JSON Schema (draft 2020-12).")
+    initial = serializers.DictField(help_text="The values to show first.")
+
+
+class ProcessDetailSerializer(ProcessListItemSerializer):
+    steps = ProcessStepSerializer(source="step_rows", many=True, read_only=True)
+    pending_steps = serializers.ListField(
+        child=serializers.CharField(), read_only=True,
+        help_text="Names of the steps still to run, from the current one; empty once completed or aborted.",
+    )
+    form = PendingFormSerializer(read_only=True, allow_null=True,
+                                 help_text="The input a suspended process waits for; null otherwise.")
+    current_state = serializers.DictField(read_only=True)
+
+    class Meta(ProcessListItemSerializer.Meta):
+        fields = [*ProcessListItemSerializer.Meta.fields, "next_retry_at", "steps", "pending_steps", "form",
+                  "current_state"]
+        read_only_fields = fields
+
+
+class StatusCountsSerializer(serializers.Serializer):
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="Number of processes per status "
+                                                                               "(every status, zeros included).")

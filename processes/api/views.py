@@ -1,0 +1,247 @@
+"""The process API: start, list, show, resume, retry, abort and delete processes, through processes.services."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Count, Prefetch, QuerySet
+from django.urls import reverse
+from django.utils.http import parse_etags
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from orchestrator_site.errors import NotFound
+from processes import engine, idempotency, services
+from processes.api.filters import ProcessFilter
+from processes.api.serializers import (
+    AbortProcessSerializer,
+    EmptySerializer,
+    ProcessDetailSerializer,
+    ProcessErrorSerializer,
+    ProcessListItemSerializer,
+    ProcessRefSerializer,
+    ResumeProcessSerializer,
+    StartProcessSerializer,
+    StatusCountsSerializer,
+)
+from processes.models import Process, ProcessStatus, ProcessStep, ProcessSubscription
+from workflows.registry import get_workflow
+
+
+class CanRunProcesses(permissions.BasePermission):
+    """Starting, resuming, retrying, aborting and deleting need `processes.run_process` (superusers have it)."""
+
+    message = "you need the permission processes.run_process (\"Can start, resume, retry and abort processes\")"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.has_perm("processes.run_process"))
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: OpenApiResponse(ProcessErrorSerializer) for code in codes}
+
+
+READ_ERRORS = _errors(401, 404)
+ACTION_ERRORS = _errors(400, 401, 403, 404, 409, 503)
+
+
+def state_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What a step did to the state: keys added and changed (with their new values) and keys removed."""
+    return {
+        "added": {key: value for key, value in after.items() if key not in before},
+        "changed": {key: value for key, value in after.items() if key in before and before[key] != value},
+        "removed": sorted(key for key in before if key not in after),
+    }
+
+
+def _etag(last_modified_at: Any, process_status: str, staff: bool) -> str:
+    # Staff see tracebacks, others do not: two representations, two tags.
+    raw = f"{last_modified_at.isoformat()}|{process_status}|{int(staff)}"
+    return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
+
+
+@extend_schema(tags=["processes"])
+@extend_schema_view(
+    list=extend_schema(summary="List processes", responses={200: ProcessListItemSerializer(many=True),
+                                                            **_errors(400, 401)}),
+)
+class ProcessViewSet(viewsets.GenericViewSet):
+    """Processes: runs of workflows. Every action goes through processes.services (as the admin and commands do)."""
+
+    queryset = Process.objects.all()
+    serializer_class = ProcessListItemSerializer
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ProcessFilter
+    parser_classes = [JSONParser]
+    # Any string: a malformed id reaches the service and is a JSON 404, not the router's HTML one.
+    lookup_value_regex = "[^/]+"
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        if self.action in ("create", "resume", "retry", "abort", "destroy"):
+            return [permissions.IsAuthenticated(), CanRunProcesses()]
+        return [permissions.IsAuthenticated()]
+
+    def get_queryset(self) -> QuerySet[Process]:
+        # One query for the page, one for all its subscription links: the same count whatever its size.
+        links = ProcessSubscription.objects.only("process_id", "subscription_id")
+        return (
+            Process.objects.select_related("workflow")
+            .prefetch_related(Prefetch("process_subscriptions", queryset=links))
+            .defer("traceback", "note")
+        )
+
+    # --- reading -------------------------------------------------------------------------------------
+    def list(self, request: Request) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        serializer = ProcessListItemSerializer(page, many=True)
+        return self.get_paginated_response(serializer.data)
+
+    @extend_schema(
+        summary="Show a process with its steps, what is still to run, and the form it waits for",
+        parameters=[OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER,
+                                     description="An ETag from an earlier answer: 304 if unchanged.")],
+        responses={200: ProcessDetailSerializer, 304: OpenApiResponse(description="Not modified."), **READ_ERRORS},
+    )
+    def retrieve(self, request: Request, pk: str) -> Response:
+        staff = bool(request.user.is_staff)
+        wanted = request.headers.get("If-None-Match")
+        if wanted:
+            # One query, no step rows: most polls of a process that did not move end here.
+            try:
+                row = Process.objects.filter(pk=pk).values_list("last_modified_at", "status").first()
+            except (DjangoValidationError, ValueError):
+                row = None
+            if row is None:
+                raise NotFound(f"process {pk} does not exist")
+            tag = _etag(*row, staff)
+            if tag in parse_etags(wanted) or wanted.strip() == "*":
+                return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
+        process = engine.get_process(pk)
+        rows = ProcessStep.objects.filter(process=process).order_by("id")
+        if not staff:
+            rows = rows.defer("traceback")  # tracebacks are long, and not shown to them
+        previous: dict[str, Any] = {}
+        step_rows = list(rows)
+        for step_row in step_rows:
+            step_row.state_delta = state_delta(previous, step_row.state)  # type: ignore[attr-defined]
+            previous = step_row.state
+        process.step_rows = step_rows  # type: ignore[attr-defined]
+        process.pending_steps = self._pending_steps(process)  # type: ignore[attr-defined]
+        process.form = self._form(process)  # type: ignore[attr-defined]
+        process.current_state = engine.current_state(process)  # type: ignore[attr-defined]
+        data = ProcessDetailSerializer(process, context={"show_tracebacks": staff}).data
+        return Response(data, headers={"ETag": _etag(process.last_modified_at, process.status, staff),
+                                       "Cache-Control": "private, no-cache"})
+
+    @staticmethod
+    def _pending_steps(process: Process) -> list[str]:
+        if process.status in (ProcessStatus.COMPLETED, ProcessStatus.ABORTED):
+            return []
+        try:
+            names = list(get_workflow(process.workflow.name).steps.names)
+        except NotFound:  # the workflow left the code: the steps it had when the process started
+            names = list(process.workflow_version)
+        return names[process.current_step:]
+
+    @staticmethod
+    def _form(process: Process) -> dict[str, Any] | None:
+        try:
+            return engine.pending_form(process)
+        except NotFound:  # the workflow left the code: nothing can resume the process anyway
+            return None
+
+    @extend_schema(summary="Count processes per status", responses={200: StatusCountsSerializer, **_errors(401)})
+    @action(detail=False, methods=["get"], url_path="status-counts", filter_backends=[], pagination_class=None)
+    def status_counts(self, request: Request) -> Response:
+        counts = dict.fromkeys(ProcessStatus.values, 0)
+        for row in Process.objects.order_by().values("status").annotate(n=Count("pk")):
+            counts[row["status"]] = row["n"]
+        return Response(StatusCountsSerializer({"counts": counts}).data)
+
+    # --- acting --------------------------------------------------------------------------------------
+    @extend_schema(
+        summary="Start a process",
+        description=(
+            "Starts the workflow and answers once the executor has it (the inline executor runs it to its "
+            "end or suspension first), with the process's id and status.\n\n"
+            f"With an `{idempotency.HEADER}` header, a repeat by the same user with the same key and the same "
+            "body starts nothing and answers **200** with the first request's process (and its status now); "
+            "the same key with another body is **422**. Keys are kept at least 24 hours. A start that is "
+            "refused leaves no key: it may be repeated with the same key."
+        ),
+        request=StartProcessSerializer,
+        parameters=[OpenApiParameter(idempotency.HEADER, str, OpenApiParameter.HEADER, required=False,
+                                     description="A key of your choice (e.g. a UUID) that makes a repeat safe.")],
+        responses={
+            201: OpenApiResponse(ProcessRefSerializer, description="Started."),
+            200: OpenApiResponse(ProcessRefSerializer, description=f"A repeat with the same {idempotency.HEADER}: "
+                                                                   "the process the first request started."),
+            **_errors(400, 401, 403, 404, 409, 412, 422, 503),
+        },
+    )
+    def create(self, request: Request) -> Response:
+        serializer = StartProcessSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+
+        def start() -> Process:
+            return services.start_process(data["workflow"], subscription_id=data["subscription"],
+                                          user_input=data["input"], by=request.user)
+
+        key = request.headers.get(idempotency.HEADER)
+        if key is None:
+            process, created = start(), True
+        else:
+            # The validated body (defaults filled in) is what is compared: `{}` and `{"input": {}}` are one request.
+            outcome = idempotency.start_once(request.user, key, dict(data), start)
+            process, created = outcome.process, outcome.created
+        return Response(
+            ProcessRefSerializer(process).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            headers={"Location": reverse("process-detail", args=[process.process_id])},
+        )
+
+    @extend_schema(summary="Give a suspended process the input it waits for",
+                   request=ResumeProcessSerializer, responses={200: ProcessRefSerializer, **ACTION_ERRORS})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> Response:
+        serializer = ResumeProcessSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        process = services.resume_process(pk, serializer.validated_data["input"], by=request.user)
+        return Response(ProcessRefSerializer(process).data)
+
+    @extend_schema(summary="Retry a failed or waiting process from its last successful step",
+                   request=EmptySerializer, responses={200: ProcessRefSerializer, **ACTION_ERRORS})
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        EmptySerializer(data=request.data).is_valid(raise_exception=True)
+        process = services.retry_process(pk, by=request.user)
+        return Response(ProcessRefSerializer(process).data)
+
+    @extend_schema(summary="Abort a process for good", request=AbortProcessSerializer,
+                   responses={200: ProcessRefSerializer, **_errors(400, 401, 403, 404, 409)})
+    @action(detail=True, methods=["post"])
+    def abort(self, request: Request, pk: str) -> Response:
+        serializer = AbortProcessSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        process = services.abort_process(pk, by=request.user, reason=serializer.validated_data["reason"])
+        return Response(ProcessRefSerializer(process).data)
+
+    @extend_schema(
+        summary="Delete a task's process and its log",
+        description="Only tasks (a workflow's process is its subscription's audit record: abort it instead), "
+                    "and only when no worker may be running it (409 otherwise).",
+        request=None,
+        responses={204: OpenApiResponse(description="Deleted."), **_errors(401, 403, 404, 409)},
+    )
+    def destroy(self, request: Request, pk: str) -> Response:
+        services.delete_task(pk, by=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
