@@ -8,7 +8,8 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
-from rest_framework import exceptions, status
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -25,6 +26,21 @@ class Pagination(LimitOffsetPagination):
     @property
     def max_limit(self) -> int:  # type: ignore[override]
         return int(orchestrator_setting("API_MAX_PAGE_SIZE"))
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    """Every API error (exception_handler below): a human message, and the fields at fault."""
+
+    detail = serializers.CharField(help_text="What went wrong, for a human.")
+    errors = serializers.DictField(
+        child=serializers.JSONField(), required=False,
+        help_text="Only when fields are at fault: each field's messages (a list, or an object for nested input).",
+    )
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    """The schema's description of the error statuses an operation may answer, all with the same body."""
+    return {code: OpenApiResponse(ErrorBodySerializer) for code in codes}
 
 
 def _flatten(detail: Any) -> Any:

@@ -67,14 +67,6 @@ class ProcessRefSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=ProcessStatus.choices, read_only=True)
 
 
-class ProcessErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField(help_text="A human-readable message.")
-    errors = serializers.DictField(
-        child=serializers.JSONField(), required=False,
-        help_text="Field errors, when fields are at fault: {field: [messages]}.",
-    )
-
-
 class ProcessListItemSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="process_id", read_only=True)
     workflow = serializers.CharField(source="workflow.name", read_only=True)

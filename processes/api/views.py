@@ -17,6 +17,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from orchestrator_site.api import error_responses
 from orchestrator_site.errors import NotFound
 from processes import engine, idempotency, services
 from processes.api.filters import ProcessFilter
@@ -24,7 +25,6 @@ from processes.api.serializers import (
     AbortProcessSerializer,
     EmptySerializer,
     ProcessDetailSerializer,
-    ProcessErrorSerializer,
     ProcessListItemSerializer,
     ProcessRefSerializer,
     ResumeProcessSerializer,
@@ -44,12 +44,8 @@ class CanRunProcesses(permissions.BasePermission):
         return bool(request.user and request.user.has_perm("processes.run_process"))
 
 
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    return {code: OpenApiResponse(ProcessErrorSerializer) for code in codes}
-
-
-READ_ERRORS = _errors(401, 404)
-ACTION_ERRORS = _errors(400, 401, 403, 404, 409, 503)
+READ_ERRORS = error_responses(401, 404)
+ACTION_ERRORS = error_responses(400, 401, 403, 404, 409, 503)
 
 
 def state_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +66,7 @@ def _etag(last_modified_at: Any, process_status: str, staff: bool) -> str:
 @extend_schema(tags=["processes"])
 @extend_schema_view(
     list=extend_schema(summary="List processes", responses={200: ProcessListItemSerializer(many=True),
-                                                            **_errors(400, 401)}),
+                                                            **error_responses(400, 401)}),
 )
 class ProcessViewSet(viewsets.GenericViewSet):
     """Processes: runs of workflows. Every action goes through processes.services (as the admin and commands do)."""
@@ -158,7 +154,8 @@ class ProcessViewSet(viewsets.GenericViewSet):
         except NotFound:  # the workflow left the code: nothing can resume the process anyway
             return None
 
-    @extend_schema(summary="Count processes per status", responses={200: StatusCountsSerializer, **_errors(401)})
+    @extend_schema(summary="Count processes per status",
+                   responses={200: StatusCountsSerializer, **error_responses(401)})
     @action(detail=False, methods=["get"], url_path="status-counts", filter_backends=[], pagination_class=None)
     def status_counts(self, request: Request) -> Response:
         counts = dict.fromkeys(ProcessStatus.values, 0)
@@ -184,7 +181,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
             201: OpenApiResponse(ProcessRefSerializer, description="Started."),
             200: OpenApiResponse(ProcessRefSerializer, description=f"A repeat with the same {idempotency.HEADER}: "
                                                                    "the process the first request started."),
-            **_errors(400, 401, 403, 404, 409, 412, 422, 503),
+            **error_responses(400, 401, 403, 404, 409, 412, 422, 503),
         },
     )
     def create(self, request: Request) -> Response:
@@ -227,7 +224,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
         return Response(ProcessRefSerializer(process).data)
 
     @extend_schema(summary="Abort a process for good", request=AbortProcessSerializer,
-                   responses={200: ProcessRefSerializer, **_errors(400, 401, 403, 404, 409)})
+                   responses={200: ProcessRefSerializer, **error_responses(400, 401, 403, 404, 409)})
     @action(detail=True, methods=["post"])
     def abort(self, request: Request, pk: str) -> Response:
         serializer = AbortProcessSerializer(data=request.data)
@@ -240,7 +237,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
         description="Only tasks (a workflow's process is its subscription's audit record: abort it instead), "
                     "and only when no worker may be running it (409 otherwise).",
         request=None,
-        responses={204: OpenApiResponse(description="Deleted."), **_errors(401, 403, 404, 409)},
+        responses={204: OpenApiResponse(description="Deleted."), **error_responses(401, 403, 404, 409)},
     )
     def destroy(self, request: Request, pk: str) -> Response:
         services.delete_task(pk, by=request.user)

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
+from orchestrator_site.api import error_responses
 from orchestrator_site.errors import NotFound
 from subscriptions.api.filters import (
     ProductFilter,
@@ -53,17 +54,19 @@ class _NamedNotFoundMixin:
             raise NotFound(f"{self.noun} {self.kwargs.get('id')} does not exist") from None
 
 
-NOT_FOUND = OpenApiResponse(description="No such object (or a malformed id): `{\"detail\": ...}`.")
+# A list answers 400 for a malformed filter value; a detail 404 for an unknown (or malformed) id.
+LIST_ERRORS = error_responses(400, 401)
+DETAIL_ERRORS = error_responses(401, 404)
 
 
 @extend_schema_view(
     list=extend_schema(summary="List products", description="Filter by product type, tag and status; search "
-                       "name and description."),
+                       "name and description.", responses={200: ProductSerializer(many=True), **LIST_ERRORS}),
     retrieve=extend_schema(
         summary="A product",
         description="With its fixed inputs, its product blocks (their resource types and the blocks they "
         "hold, with min and max), and the workflows that serve it.",
-        responses={200: ProductDetailSerializer, 404: NOT_FOUND},
+        responses={200: ProductDetailSerializer, **DETAIL_ERRORS},
     ),
 )
 class ProductViewSet(_NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
@@ -104,6 +107,7 @@ class ProductViewSet(_NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
         summary="List subscriptions",
         description="Filter by status, insync, product and customer; `search` finds words in the description "
         "or customer id, or a subscription by its whole id or its first 8 or more hex digits.",
+        responses={200: SubscriptionSerializer(many=True), **LIST_ERRORS},
     ),
     retrieve=extend_schema(
         summary="A subscription",
@@ -118,7 +122,7 @@ class ProductViewSet(_NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
         responses={
             200: SubscriptionDetailSerializer,
             304: OpenApiResponse(description="Not modified: the copy with this ETag is still current."),
-            404: NOT_FOUND,
+            **DETAIL_ERRORS,
         },
     ),
 )

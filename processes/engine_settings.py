@@ -1,0 +1,69 @@
+"""The engine's pause switch: pause and resume (with who and when), and whether it is running, pausing or paused."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from processes.models import EngineSettings, Process, ProcessStatus
+from subscriptions.lifecycle import actor_name
+
+logger = logging.getLogger(__name__)
+
+
+class EngineState(models.TextChoices):
+    RUNNING = "running", "running"
+    # Paused, but some process is still in the middle of a step: it stops before its next one.
+    PAUSING = "pausing", "pausing"
+    PAUSED = "paused", "paused"
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    paused: bool
+    status: str
+    running_processes: int
+    changed_by: str
+    changed_at: datetime | None
+
+
+def engine_status() -> EngineStatus:
+    """Paused or not, the processes still running, and who last switched the engine (two queries, no write)."""
+    # Read without get_or_create: a status read (health checks, GETs) must not write.
+    row = EngineSettings.objects.filter(id=1).values_list("paused", "changed_by", "changed_at").first()
+    paused, changed_by, changed_at = row if row is not None else (False, "", None)
+    running = Process.objects.filter(status=ProcessStatus.RUNNING).count()
+    state = EngineState.RUNNING if not paused else EngineState.PAUSING if running else EngineState.PAUSED
+    return EngineStatus(bool(paused), str(state), running, changed_by, changed_at)
+
+
+def set_engine_paused(paused: bool, *, by: Any = None) -> EngineStatus:
+    """Pause (True) or resume (False) the engine, recording who did it and when; the same value changes nothing.
+
+    A paused engine refuses to start, resume or retry processes, and a running process stops before its
+    next step (so the engine is "pausing" until none is running).
+    """
+    with transaction.atomic():
+        EngineSettings.objects.get_or_create(id=1)
+        # Lock the row: two staff switching at once leave one consistent who/when, not a mix.
+        settings = EngineSettings.objects.select_for_update().get(id=1)
+        if settings.paused != paused:
+            settings.paused = paused
+            settings.changed_by = actor_name(by)
+            settings.changed_at = timezone.now()
+            settings.save(update_fields=["paused", "changed_by", "changed_at"])
+            logger.info("engine %s by %s", "paused" if paused else "resumed", settings.changed_by)
+    return engine_status()
+
+
+def pause_engine(*, by: Any = None) -> EngineStatus:
+    return set_engine_paused(True, by=by)
+
+
+def resume_engine(*, by: Any = None) -> EngineStatus:
+    return set_engine_paused(False, by=by)
