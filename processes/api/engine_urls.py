@@ -12,7 +12,7 @@ urlpatterns = [
     # Here, not in the subscriptions app: it asks the processes app which workflows may start, and the
     # subscriptions app may not depend on workflows or processes.
     path(
-        "subscriptions/<str:subscription_id>/workflows/",
+        "subscriptions/<str:id>/workflows/",
         SubscriptionWorkflowsView.as_view(),
         name="api-subscription-workflows",
     ),

@@ -208,11 +208,11 @@ class SubscriptionWorkflowsView(APIView):
 
     @extend_schema(
         tags=["subscriptions"],
-        parameters=[OpenApiParameter("subscription_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+        parameters=[OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
         responses={200: SubscriptionWorkflowSerializer(many=True), 401: ErrorBodySerializer, 404: ErrorBodySerializer},
     )
-    def get(self, request: Request, subscription_id: str) -> Response:
-        subscription = get_subscription(subscription_id)  # NotFound (404), also for a malformed id
+    def get(self, request: Request, id: str) -> Response:
+        subscription = get_subscription(id)  # NotFound (404), also for a malformed id
         items = [
             {
                 "name": spec.name,

@@ -78,6 +78,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
     parser_classes = [JSONParser]
     # Any string: a malformed id reaches the service and is a JSON 404, not the router's HTML one.
     lookup_value_regex = "[^/]+"
+    lookup_url_kwarg = "id"  # the path reads /api/processes/{id}/, as the API contract says
 
     def get_permissions(self) -> list[permissions.BasePermission]:
         if self.action in ("create", "resume", "retry", "abort", "destroy"):
@@ -106,21 +107,21 @@ class ProcessViewSet(viewsets.GenericViewSet):
                                      description="An ETag from an earlier answer: 304 if unchanged.")],
         responses={200: ProcessDetailSerializer, 304: OpenApiResponse(description="Not modified."), **READ_ERRORS},
     )
-    def retrieve(self, request: Request, pk: str) -> Response:
+    def retrieve(self, request: Request, id: str) -> Response:
         staff = bool(request.user.is_staff)
         wanted = request.headers.get("If-None-Match")
         if wanted:
             # One query, no step rows: most polls of a process that did not move end here.
             try:
-                row = Process.objects.filter(pk=pk).values_list("last_modified_at", "status").first()
+                row = Process.objects.filter(pk=id).values_list("last_modified_at", "status").first()
             except (DjangoValidationError, ValueError):
                 row = None
             if row is None:
-                raise NotFound(f"process {pk} does not exist")
+                raise NotFound(f"process {id} does not exist")
             tag = _etag(*row, staff)
             if tag in parse_etags(wanted) or wanted.strip() == "*":
                 return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
-        process = engine.get_process(pk)
+        process = engine.get_process(id)
         rows = ProcessStep.objects.filter(process=process).order_by("id")
         if not staff:
             rows = rows.defer("traceback")  # tracebacks are long, and not shown to them
@@ -209,27 +210,27 @@ class ProcessViewSet(viewsets.GenericViewSet):
     @extend_schema(summary="Give a suspended process the input it waits for",
                    request=ResumeProcessSerializer, responses={200: ProcessRefSerializer, **ACTION_ERRORS})
     @action(detail=True, methods=["post"])
-    def resume(self, request: Request, pk: str) -> Response:
+    def resume(self, request: Request, id: str) -> Response:
         serializer = ResumeProcessSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        process = services.resume_process(pk, serializer.validated_data["input"], by=request.user)
+        process = services.resume_process(id, serializer.validated_data["input"], by=request.user)
         return Response(ProcessRefSerializer(process).data)
 
     @extend_schema(summary="Retry a failed or waiting process from its last successful step",
                    request=EmptySerializer, responses={200: ProcessRefSerializer, **ACTION_ERRORS})
     @action(detail=True, methods=["post"])
-    def retry(self, request: Request, pk: str) -> Response:
+    def retry(self, request: Request, id: str) -> Response:
         EmptySerializer(data=request.data).is_valid(raise_exception=True)
-        process = services.retry_process(pk, by=request.user)
+        process = services.retry_process(id, by=request.user)
         return Response(ProcessRefSerializer(process).data)
 
     @extend_schema(summary="Abort a process for good", request=AbortProcessSerializer,
                    responses={200: ProcessRefSerializer, **error_responses(400, 401, 403, 404, 409)})
     @action(detail=True, methods=["post"])
-    def abort(self, request: Request, pk: str) -> Response:
+    def abort(self, request: Request, id: str) -> Response:
         serializer = AbortProcessSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        process = services.abort_process(pk, by=request.user, reason=serializer.validated_data["reason"])
+        process = services.abort_process(id, by=request.user, reason=serializer.validated_data["reason"])
         return Response(ProcessRefSerializer(process).data)
 
     @extend_schema(
@@ -239,6 +240,6 @@ class ProcessViewSet(viewsets.GenericViewSet):
         request=None,
         responses={204: OpenApiResponse(description="Deleted."), **error_responses(401, 403, 404, 409)},
     )
-    def destroy(self, request: Request, pk: str) -> Response:
-        services.delete_task(pk, by=request.user)
+    def destroy(self, request: Request, id: str) -> Response:
+        services.delete_task(id, by=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
