@@ -269,7 +269,7 @@ def test_the_schema_and_docs_are_open_to_anonymous_users():
     assert schema.status_code == 200
     paths = schema.json()["paths"]
     for path in ("/api/health/", "/api/settings/engine/", "/api/workflows/", "/api/workflows/{name}/",
-                 "/api/subscriptions/{subscription_id}/workflows/"):
+                 "/api/subscriptions/{id}/workflows/"):
         assert path in paths
     assert "security" not in paths["/api/health/"]["get"]
     assert docs.status_code == 200 and b"swagger-ui" in docs.content
