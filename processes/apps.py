@@ -9,3 +9,7 @@ class ProcessesConfig(AppConfig):
     name = "processes"
     verbose_name = "Processes"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # The admin pages processes add to other apps' models, and the engine page.
+        from processes import admin_engine, admin_subscriptions  # noqa: F401

@@ -456,3 +456,65 @@ def pending_form(process: Process) -> dict[str, Any] | None:
         "schema": json_schema(step.form, title=step.name),
         "initial": {key: value for key, value in initial.items() if key in fields},
     }
+
+
+def skip_step(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Process:
+    """Give up on a failed (or waiting) process's current step and continue with the next one.
+
+    What staff otherwise do by hand in the database: the step is logged as `skipped` with who skipped
+    it and why, the state stays that of the last successful step (the skipped step added nothing), and
+    the process runs on from the next step. A reason is mandatory: skipping is an exception to the
+    workflow, and the log must say why it was made.
+    """
+    from orchestrator_site.errors import InvalidInput
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("cannot skip a step without a reason: say why it is safe to skip it",
+                           errors={"reason": ["This field is required."]})
+    check_engine_running("skip a step")
+    with transaction.atomic():
+        try:
+            process = get_process(process_id, lock=True, nowait=True)
+        except DatabaseError:
+            raise ProcessBusy(
+                f"cannot skip a step of process {process_id}: a worker is running one of its steps right now"
+            ) from None
+        if process.status not in RETRYABLE:
+            raise WrongProcessStatus(
+                f"cannot skip a step of process {process.process_id}: it is {process.status}; only the failed "
+                f"step of a {', '.join(RETRYABLE)} process can be skipped",
+                process_id=process.process_id,
+            )
+        spec = get_workflow(process.workflow.name)
+        check_version(process, spec, "skip a step of")
+        step = spec.steps[process.current_step]
+        if step.kind == StepKind.DONE:
+            # Past the last step there is nothing to continue with: the process could never complete.
+            raise WrongProcessStatus(
+                f"cannot skip step {step.name!r} of process {process.process_id}: it is the workflow's last "
+                f"step, which completes the process; retry or abort it instead",
+                process_id=process.process_id,
+            )
+        who = actor_name(by)
+        text = f"skipped by {who}: {reason}"
+        now = timezone.now()
+        ProcessStep.objects.create(
+            process=process, name=step.name, status=StepStatus.SKIPPED, state=current_state(process),
+            error=text, created_by=who, started_at=now, completed_at=now, attempt=process.current_attempt,
+        )
+        process.resume()
+        process.run()
+        process.current_step += 1
+        process.current_attempt = 1
+        process.last_step = step.name
+        process.failed_reason = ""
+        process.traceback = ""
+        process.acting_user = who
+        process.last_modified_at = now
+        process.save(update_fields=[
+            "status", "next_retry_at", "current_step", "current_attempt", "last_step", "failed_reason",
+            "traceback", "acting_user", "last_modified_at",
+        ])
+    logger.info("process %s: step %r %s", process.process_id, step.name, text)
+    return process

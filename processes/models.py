@@ -76,6 +76,7 @@ class Process(FSMModelMixin, models.Model):
 
     class Meta:
         ordering = ["-started_at"]
+        verbose_name_plural = "processes"  # not Django's "processs"
         permissions = [("run_process", "Can start, resume, retry and abort processes")]
         indexes = [models.Index(fields=["status", "next_retry_at"], name="process_status_retry")]
 

@@ -16,7 +16,7 @@ from processes.errors import ProcessBusy, WrongProcessStatus
 from processes.executors import submit_after_commit
 from processes.models import FINISHED, Process, ProcessStatus, ProcessSubscription
 from subscriptions.lifecycle import actor_name
-from subscriptions.models import Subscription
+from subscriptions.models import Subscription, SubscriptionLifecycleEvent
 from subscriptions.services import get_subscription
 from workflows.errors import SubscriptionOutOfSync, WorkflowNotStartable
 from workflows.forms import validate_input
@@ -179,3 +179,55 @@ def delete_task(process_id: uuid.UUID | str, *, by: Any = None) -> None:
         name, status = process.workflow.name, process.status
         process.delete()
     logger.info("process %s: task %s (%s) deleted by %s", process_id, name, status, actor_name(by))
+
+
+def set_in_sync(subscription_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Subscription:
+    """Mark a stuck (out-of-sync) subscription in sync again by hand, recording who did it and why.
+
+    Refused (409) while a process that is neither completed nor aborted holds the subscription: that
+    process will set it in sync itself, or must be aborted first. The subscription row is locked while
+    the holders are checked, so a process starting at the same moment cannot slip in between.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput(
+            f"cannot set subscription {subscription_id} in sync: say why (a reason is required)",
+            errors={"reason": ["This field is required."]},
+        )
+    with transaction.atomic():
+        subscription = get_subscription(subscription_id, for_update=True)
+        holders = holding_processes(subscription)
+        if holders:
+            raise Conflict(
+                f"cannot set subscription {subscription.subscription_id} in sync: {holders[0].describe()} "
+                f"holds it; let it finish, or abort it first",
+                subscription_id=subscription.subscription_id,
+                process_id=holders[0].process_id,
+            )
+        if subscription.insync:
+            raise Conflict(
+                f"subscription {subscription.subscription_id} is already in sync",
+                subscription_id=subscription.subscription_id,
+            )
+        subscription.insync = True
+        subscription.save(update_fields=["insync"])
+        SubscriptionLifecycleEvent.objects.create(
+            subscription=subscription,
+            transition="set in sync",
+            from_status=subscription.status,
+            to_status=subscription.status,
+            changed_by=actor_name(by),
+            reason=reason,
+        )
+    logger.info("subscription %s: set in sync by %s (%s)", subscription.subscription_id, actor_name(by), reason)
+    return subscription
+
+
+def skip_step(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Process:
+    """Skip a failed process's current step (logged with who and why) and let it run on from the next."""
+    process = engine.get_process(process_id)
+    _authorize(get_workflow(process.workflow.name), by, None, "skip a step of")
+    with transaction.atomic():
+        process = engine.skip_step(process_id, by=by, reason=reason)
+        submit_after_commit(process.process_id)
+    return engine.get_process(process.process_id)

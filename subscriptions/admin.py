@@ -172,7 +172,7 @@ class SubscriptionLifecycleEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The subscription's lifecycle history, oldest first; written only by transitions."""
 
     model = SubscriptionLifecycleEvent
-    fields = ["transition", "from_status", "to_status", "changed_at", "changed_by", "process_id"]
+    fields = ["transition", "from_status", "to_status", "changed_at", "changed_by", "process_id", "reason"]
     readonly_fields = fields
     extra = 0
     can_delete = False

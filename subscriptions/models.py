@@ -294,6 +294,8 @@ class SubscriptionLifecycleEvent(models.Model):
     # The process that made the change. No foreign key: subscriptions know nothing of processes, which
     # link to subscriptions from their side (DESIGN.md, "Apps and what each owns").
     process_id = models.UUIDField(null=True, blank=True, db_index=True)
+    # Why, for a change staff made by hand (setting a stuck subscription in sync); empty for transitions.
+    reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["changed_at", "id"]

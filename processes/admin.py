@@ -1,0 +1,457 @@
+"""The Django admin for processes: the list, the read-only log, and the actions (through processes.services)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from orchestrator_site.errors import InvalidInput, OrchestratorError
+from processes import engine, services
+from processes.admin_forms import AbortForm, SkipForm, form_for, input_from, put_errors_on
+from processes.models import (
+    ABORTABLE,
+    FINISHED,
+    RETRYABLE,
+    InputState,
+    Process,
+    ProcessStatus,
+    ProcessStep,
+)
+from subscriptions.admin import ReadOnlyAdminMixin
+from subscriptions.search import subscription_id_filter
+from workflows.dsl import StepKind
+from workflows.registry import get_workflow
+
+P = ProcessStatus
+RUN_PERMISSION = "processes.run_process"
+
+# Badge colours by process or step status: red needs a human, amber will retry or wait, green is done.
+BADGE_COLOURS: dict[str, str] = {
+    P.COMPLETED: "#2e7d32", "complete": "#2e7d32", "success": "#2e7d32",
+    P.FAILED: "#c62828", P.INCONSISTENT_DATA: "#c62828", P.API_UNAVAILABLE: "#c62828",
+    P.WAITING: "#e65100", P.SUSPENDED: "#1565c0", "suspend": "#1565c0",
+    P.AWAITING_CALLBACK: "#1565c0", "awaiting_callback": "#1565c0",
+    P.RUNNING: "#00838f", P.CREATED: "#00838f", P.RESUMED: "#00838f",
+    P.ABORTED: "#616161", "abort": "#616161", "skipped": "#6d4c41",
+}
+# The statuses whose count is highlighted at the top of the list: the processes waiting for a human.
+NEEDS_ATTENTION = (P.FAILED, P.WAITING)
+
+
+def badge(status: str, label: str | None = None) -> SafeString:
+    return format_html(
+        '<span class="status-badge" style="background:{};color:#fff;padding:1px 7px;border-radius:8px;'
+        'white-space:nowrap">{}</span>',
+        BADGE_COLOURS.get(status, "#455a64"), label or status,
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def state_diff(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, str]]:
+    """The keys a step added, changed or removed, each with its value before and after, sorted by key."""
+    rows = []
+    for key in sorted(set(before) | set(after)):
+        if key not in before:
+            rows.append({"key": key, "kind": "added", "before": "", "after": _json(after[key])})
+        elif key not in after:
+            rows.append({"key": key, "kind": "removed", "before": _json(before[key]), "after": ""})
+        elif before[key] != after[key]:
+            rows.append({"key": key, "kind": "changed", "before": _json(before[key]), "after": _json(after[key])})
+    return rows
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One action on a process: the statuses its button shows in, and what its pages say."""
+
+    name: str
+    label: str
+    statuses: tuple[str, ...]
+    explain: str
+
+
+ACTIONS: dict[str, ActionSpec] = {
+    "retry": ActionSpec("retry", "Retry", tuple(RETRYABLE),
+                        "The failed step runs again from the state of the last successful step, then the "
+                        "process continues."),
+    "resume": ActionSpec("resume", "Resume", (P.SUSPENDED,),
+                         "The process waits for this input. Submitting it logs it with your name and the "
+                         "process continues with the next step."),
+    "skip": ActionSpec("skip", "Skip failed step", tuple(RETRYABLE),
+                       "The failed step is logged as skipped, with your name and the reason, and is not run "
+                       "again; the process continues with the next step from the state of the last "
+                       "successful step. Only skip a step whose work has been done by other means."),
+    "abort": ActionSpec("abort", "Abort", tuple(ABORTABLE),
+                        "The process ends for good; its subscriptions stay as they are (an out-of-sync "
+                        "subscription stays out of sync). This cannot be undone."),
+}
+
+
+# --- The process list ----------------------------------------------------------------------------
+@admin.register(Process)
+class ProcessAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_id", "workflow_name", "workflow__target", "status_badge", "last_step", "failed_reason_short",
+        "created_by", "started_at", "subscription_links",
+    ]
+    list_filter = [
+        "status", "workflow", "workflow__target", "is_task", "created_by", ("started_at", admin.DateFieldListFilter),
+    ]
+    list_select_related = ["workflow"]
+    list_per_page = 50
+    date_hierarchy = "started_at"
+    search_fields = ["workflow__name", "process_subscriptions__subscription__customer_id"]
+    search_help_text = "Process id (whole or its first 8+ characters), subscription id, customer id or workflow name."
+    actions = ["retry_selected"]
+    change_list_template = "admin/processes/process/change_list.html"
+    change_form_template = "admin/processes/process/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["process_id", "workflow", "status_badge", "failed_reason", "note"]}),
+        ("Progress", {"fields": [
+            "current_step", "current_attempt", "last_step", "next_retry_at", "workflow_version",
+        ]}),
+        ("Who and when", {"fields": ["created_by", "acting_user", "started_at", "last_modified_at", "is_task"]}),
+    ]
+    readonly_fields = ["status_badge"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Process]:
+        # The subscriptions column reads the link rows' ids only: one query per page, whatever its size.
+        return super().get_queryset(request).prefetch_related("process_subscriptions")
+
+    @admin.display(description="id", ordering="process_id")
+    def short_id(self, obj: Process) -> str:
+        return obj.short_id
+
+    @admin.display(description="workflow", ordering="workflow__name")
+    def workflow_name(self, obj: Process) -> str:
+        return obj.workflow.name
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Process) -> SafeString:
+        return badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="failed reason")
+    def failed_reason_short(self, obj: Process) -> str:
+        return Truncator(obj.failed_reason).chars(80) if obj.failed_reason else ""
+
+    @admin.display(description="subscriptions")
+    def subscription_links(self, obj: Process) -> SafeString | str:
+        links = [link.subscription_id for link in obj.process_subscriptions.all()]
+        return format_html_join(
+            ", ", '<a href="{}">{}</a>',
+            ((reverse("admin:subscriptions_subscription_change", args=[pk]), str(pk)[:8] + "…") for pk in links),
+        ) or "—"
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Process], search_term: str
+    ) -> tuple[QuerySet[Process], bool]:
+        """Workflow name and customer id as text; a process or subscription id whole or by its first 8+."""
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        by_id = subscription_id_filter(search_term)  # the same reading of a typed-in id as for subscriptions
+        if by_id is not None:
+            (lookup, value), = by_id.items()
+            by_process = lookup.replace("subscription_id", "process_id", 1)
+            results |= queryset.filter(**{by_process: value})
+            results |= queryset.filter(**{f"process_subscriptions__subscription__{lookup}": value})
+            may_have_duplicates = True
+        return results, may_have_duplicates
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # One aggregate query for every status's count, whatever the number of processes.
+        counts = dict(Process.objects.order_by().values_list("status").annotate(n=Count("pk")))
+        selected = request.GET.get("status__exact")
+        status_counts = [
+            {
+                "status": value, "label": label, "count": counts.get(value, 0),
+                "url": f"?status__exact={value}", "selected": value == selected,
+                "highlight": value in NEEDS_ATTENTION and counts.get(value, 0) > 0,
+                "colour": BADGE_COLOURS.get(value, "#455a64"),
+            }
+            for value, label in P.choices
+        ]
+        context = {"status_counts": status_counts, "total_count": sum(counts.values()), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
+
+    # --- permissions: read-only; actions need run_process --------------------------------------------
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RUN_PERMISSION)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may run processes must be able to see them.
+        return super().has_view_permission(request, obj) or self.has_run_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """No: processes are started from a subscription's page, the API or manage.py, through a workflow."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """No: a process and its log are an audit record; they change only through the engine's actions."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Only a finished task's process, one at a time (a workflow's process is an audit record)."""
+        if obj is None or not obj.is_task or obj.status in services.IN_FLIGHT:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, ...]:
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # The log and inputs go with the task (delete_task deletes them); their admins being read-only
+        # must not refuse that.
+        goes_along = {str(model._meta.verbose_name) for model in (ProcessStep, InputState)}
+        return deleted, counts, perms_needed - goes_along, protected
+
+    def delete_model(self, request: HttpRequest, obj: Process) -> None:
+        services.delete_task(obj.pk, by=request.user)
+
+    # --- the detail page -----------------------------------------------------------------------------
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        process = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if process is not None:
+            context.update(self.detail_context(request, process))
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def detail_context(self, request: HttpRequest, process: Process) -> dict[str, Any]:
+        """The timeline with each step's state and diff, the steps to come, subscriptions, inputs, actions."""
+        steps = list(ProcessStep.objects.filter(process=process).order_by("id"))
+        timeline, before = [], {}
+        for number, row in enumerate(steps, start=1):
+            state = row.state if isinstance(row.state, dict) else {}
+            # A failed row holds the state its step started from: its diff is empty, as its work rolled back.
+            timeline.append({
+                "number": number, "row": row, "duration": f"{row.duration:.3f} s",
+                "state_json": json.dumps(state, indent=2, sort_keys=True, ensure_ascii=False, default=str),
+                "diff": state_diff(before, state),
+            })
+            before = state
+        try:
+            spec = get_workflow(process.workflow.name)
+            names, kinds = spec.version, [step.kind for step in spec.steps]
+        except OrchestratorError:
+            # The workflow is gone from the code: the names it started with still say where it stood.
+            names, kinds = list(process.workflow_version), []
+        pending = [] if process.status in FINISHED else [
+            {"number": position + 1, "name": name, "current": position == process.current_step}
+            for position, name in enumerate(names) if position >= process.current_step
+        ]
+        links = process.process_subscriptions.select_related("subscription__product").order_by("created_at")
+        subscriptions = [
+            {"url": reverse("admin:subscriptions_subscription_change", args=[link.subscription_id]),
+             "subscription": link.subscription}
+            for link in links
+        ]
+        inputs = [
+            {"row": row, "json": json.dumps(row.input, indent=2, sort_keys=True, ensure_ascii=False, default=str)}
+            for row in InputState.objects.filter(process=process).order_by("input_time", "id")
+        ]
+        at_done = bool(kinds) and process.current_step < len(kinds) and kinds[process.current_step] == StepKind.DONE
+        return {
+            "timeline": timeline, "pending_steps": pending, "process_subscriptions": subscriptions,
+            "process_inputs": inputs, "process_actions": self.available_actions(request, process, at_done=at_done),
+            "process_status_display": process.get_status_display(),
+        }
+
+    def available_actions(self, request: HttpRequest, process: Process, *, at_done: bool = False) -> list[dict]:
+        """The buttons to show: the actions the process's status allows, to a user who may run processes."""
+        if not self.has_run_permission(request):
+            return []
+        out = []
+        for spec in ACTIONS.values():
+            if process.status not in spec.statuses or (spec.name == "skip" and at_done):
+                continue
+            out.append({"name": spec.name, "label": spec.label,
+                        "url": reverse(f"admin:processes_process_{spec.name}", args=[process.pk])})
+        return out
+
+    # --- actions ---------------------------------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        views: dict[str, Callable[..., HttpResponse]] = {
+            "retry": self.retry_view, "resume": self.resume_view, "abort": self.abort_view, "skip": self.skip_view,
+        }
+        custom = [
+            path(f"<uuid:object_id>/{name}/", self.admin_site.admin_view(view), name=f"processes_process_{name}")
+            for name, view in views.items()
+        ]
+        return custom + super().get_urls()  # before the admin's catch-all `<path:object_id>/`
+
+    def _action_process(self, request: HttpRequest, object_id: uuid.UUID, action: str) -> Process | HttpResponse:
+        """The process to act on, or the response refusing it: 403 without the permission, a message when its
+        status does not allow the action (only on GET: a POST always reaches the service, which says why)."""
+        if not self.has_run_permission(request):
+            raise PermissionDenied
+        process = self.get_object(request, str(object_id))
+        if process is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, str(object_id))
+        spec = ACTIONS[action]
+        if request.method != "POST" and process.status not in spec.statuses:
+            messages.error(request, f"Cannot {spec.label.lower()} process {process.process_id}: it is "
+                                    f"{process.get_status_display()}.")
+            return self._to_detail(process)
+        return process
+
+    def _to_detail(self, process: Process | uuid.UUID) -> HttpResponseRedirect:
+        pk = process.pk if isinstance(process, Process) else process
+        return HttpResponseRedirect(reverse("admin:processes_process_change", args=[pk]))
+
+    def _refused(self, request: HttpRequest, process: Process, exc: Exception) -> HttpResponseRedirect:
+        messages.error(request, str(exc) or "Refused.")
+        return self._to_detail(process)
+
+    def _done(self, request: HttpRequest, process: Process, what: str) -> HttpResponseRedirect:
+        text = f"{what} process {process.process_id}: it is now {process.get_status_display()}."
+        if process.status in RETRYABLE:
+            # It stopped again: say why right away, the detail page shows the rest.
+            messages.warning(request, f"{text} {process.failed_reason}")
+        else:
+            messages.success(request, text)
+        return self._to_detail(process)
+
+    def _render_action(self, request: HttpRequest, process: Process, action: str,
+                       form: forms.Form | None, extra: dict[str, Any] | None = None) -> TemplateResponse:
+        spec = ACTIONS[action]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts, "original": process, "process": process, "action": spec,
+            "title": f"{spec.label}: {process.workflow.name} {process.short_id}",
+            "form": form, "has_view_permission": True,
+            "detail_url": reverse("admin:processes_process_change", args=[process.pk]),
+            "media": self.media + (form.media if form is not None else forms.Media()),
+            "process_status_display": process.get_status_display(),
+            **(extra or {}),
+        }
+        return TemplateResponse(request, "admin/processes/process/action.html", context)
+
+    def retry_view(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponse:
+        process = self._action_process(request, object_id, "retry")
+        if not isinstance(process, Process):
+            return process
+        if request.method == "POST":
+            try:
+                process = services.retry_process(process.pk, by=request.user)
+            except (OrchestratorError, PermissionDenied) as exc:
+                return self._refused(request, process, exc)
+            return self._done(request, process, "Retried")
+        return self._render_action(request, process, "retry", None)
+
+    def resume_view(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponse:
+        process = self._action_process(request, object_id, "resume")
+        if not isinstance(process, Process):
+            return process
+        pending = engine.pending_form(process)
+        if pending is None:
+            return self._refused(request, process, OrchestratorError(
+                f"Cannot resume process {process.process_id}: it is not waiting for input "
+                f"(it is {process.get_status_display()})."))
+        serializer = get_workflow(process.workflow.name).steps[process.current_step].form
+        form = form_for(serializer, data=request.POST if request.method == "POST" else None,
+                        initial=pending["initial"])
+        extra = {"input_step": pending["step"]}
+        if request.method == "POST" and form.is_valid():
+            try:
+                process = services.resume_process(process.pk, input_from(form), by=request.user)
+            except InvalidInput as exc:
+                put_errors_on(form, exc)
+            except (OrchestratorError, PermissionDenied) as exc:
+                return self._refused(request, process, exc)
+            else:
+                return self._done(request, process, "Resumed")
+        return self._render_action(request, process, "resume", form, extra)
+
+    def abort_view(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponse:
+        process = self._action_process(request, object_id, "abort")
+        if not isinstance(process, Process):
+            return process
+        form = AbortForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                process = services.abort_process(process.pk, by=request.user, reason=form.cleaned_data["reason"])
+            except (OrchestratorError, PermissionDenied) as exc:
+                return self._refused(request, process, exc)
+            messages.success(request, f"Aborted process {process.process_id}: {process.failed_reason}.")
+            return self._to_detail(process)
+        return self._render_action(request, process, "abort", form)
+
+    def skip_view(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponse:
+        process = self._action_process(request, object_id, "skip")
+        if not isinstance(process, Process):
+            return process
+        form = SkipForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            skipped = process.last_step
+            try:
+                process = services.skip_step(process.pk, by=request.user, reason=form.cleaned_data["reason"])
+            except InvalidInput as exc:
+                for field, errors in exc.errors.items():
+                    form.add_error(field if field in form.fields else None, errors)
+            except (OrchestratorError, PermissionDenied) as exc:
+                return self._refused(request, process, exc)
+            else:
+                return self._done(request, process, f"Skipped step {skipped!r} of")
+        return self._render_action(request, process, "skip", form, {"failed_step": process.last_step})
+
+    @admin.action(description="Retry selected processes", permissions=["run"])
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Process]) -> None:
+        """Retry each selected process through the same service as the detail page; report who was refused."""
+        retried, refused = 0, []
+        for process_id in queryset.values_list("process_id", flat=True):
+            try:
+                services.retry_process(process_id, by=request.user)
+            except (OrchestratorError, PermissionDenied) as exc:
+                refused.append(f"{str(process_id)[:8]}…: {exc}")
+            else:
+                retried += 1
+        text = f"Retried {retried}; refused {len(refused)}" + (": " + "; ".join(refused) if refused else ".")
+        self.message_user(request, text, messages.WARNING if refused else messages.SUCCESS)
+
+
+# --- The log and the inputs, read-only ---------------------------------------------------------------
+class ProcessLinkMixin:
+    @admin.display(description="process", ordering="process__started_at")
+    def process_link(self, obj: ProcessStep | InputState) -> SafeString:
+        return format_html('<a href="{}">{} {}</a>', reverse("admin:processes_process_change", args=[obj.process_id]),
+                           obj.process.workflow.name, str(obj.process_id)[:8] + "…")
+
+
+@admin.register(ProcessStep)
+class ProcessStepAdmin(ProcessLinkMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every step of every process: written by the engine only."""
+
+    list_display = ["name", "status_badge", "process_link", "attempt", "created_by", "started_at", "completed_at"]
+    list_filter = ["status", ("started_at", admin.DateFieldListFilter)]
+    list_select_related = ["process__workflow"]
+    search_fields = ["name", "error", "created_by", "process__workflow__name"]
+    list_per_page = 50
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: ProcessStep) -> SafeString:
+        return badge(obj.status, obj.get_status_display())
+
+
+@admin.register(InputState)
+class InputStateAdmin(ProcessLinkMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every form a process received: written by the engine only."""
+
+    list_display = ["input_type", "step_name", "process_link", "created_by", "input_time"]
+    list_filter = ["input_type"]
+    list_select_related = ["process__workflow"]
+    search_fields = ["step_name", "created_by", "process__workflow__name"]
+    list_per_page = 50
