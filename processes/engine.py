@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
@@ -57,6 +58,7 @@ P = ProcessStatus
 
 # --- looking processes up ----------------------------------------------------------------------------
 def get_process(process_id: uuid.UUID | str, *, lock: bool = False, nowait: bool = False) -> Process:
+    """The process with this id (row-locked if asked); NotFound (404), also for a malformed id."""
     from orchestrator_site.errors import NotFound
 
     queryset = Process.objects.select_related("workflow")
@@ -64,14 +66,8 @@ def get_process(process_id: uuid.UUID | str, *, lock: bool = False, nowait: bool
         queryset = queryset.select_for_update(of=("self",), nowait=nowait)
     try:
         return queryset.get(pk=process_id)
-    except (Process.DoesNotExist, ValueError):
+    except (Process.DoesNotExist, ValueError, ValidationError):
         raise NotFound(f"process {process_id} does not exist", process_id=process_id) from None
-    except Exception as exc:
-        from django.core.exceptions import ValidationError
-
-        if isinstance(exc, ValidationError):
-            raise NotFound(f"process {process_id} does not exist", process_id=process_id) from None
-        raise
 
 
 def current_state(process: Process | uuid.UUID | str) -> dict[str, Any]:
