@@ -296,7 +296,9 @@ def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_i
         first_step=spec.steps[0].name, who=who, is_task=spec.is_task, version=spec.version,
         user_input=user_input, state=state, now=now, input_type=InputType.INITIAL, step_status=StepStatus.SUCCESS,
     )
-    if not created:
+    if created:
+        process._state.adding = False  # the row exists: a later save() must update it, not insert it again
+    else:
         # The general path: says why the one-statement path could not be taken (engine paused), or
         # takes care of what it does not (a workflow row not synced yet, another database).
         check_engine_running(f"start {spec.name}")
