@@ -70,6 +70,19 @@ def get_process(process_id: uuid.UUID | str, *, lock: bool = False, nowait: bool
         raise NotFound(f"process {process_id} does not exist", process_id=process_id) from None
 
 
+def lock_idle(process_id: uuid.UUID | str, action: str) -> Process:
+    """Lock a process that no worker is inside a step of; ProcessBusy (409) if one is. Needs a transaction.
+
+    nowait: an operator's action must not queue behind a long step; it says so and can be tried again.
+    """
+    try:
+        return get_process(process_id, lock=True, nowait=True)
+    except DatabaseError:
+        raise ProcessBusy(
+            f"cannot {action} process {process_id}: a worker is running one of its steps right now"
+        ) from None
+
+
 def current_state(process: Process | uuid.UUID | str) -> dict[str, Any]:
     """The process's state: that of its newest log row (a failed row holds the state it started from)."""
     process_id = process.pk if isinstance(process, Process) else process
@@ -331,12 +344,7 @@ def retry(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
     """Make a failed or waiting process (or one whose worker died mid-step) run again from its last state."""
     check_engine_running("retry a process")
     with transaction.atomic():
-        try:
-            process = get_process(process_id, lock=True, nowait=True)
-        except DatabaseError:
-            raise ProcessBusy(
-                f"cannot retry process {process_id}: a worker is running one of its steps right now"
-            ) from None
+        process = lock_idle(process_id, "retry")
         spec = get_workflow(process.workflow.name)
         if process.status == P.RUNNING:
             # We hold its row lock, so no worker is inside a step: its worker died (or is between two
@@ -472,12 +480,7 @@ def skip_step(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") 
                            errors={"reason": ["This field is required."]})
     check_engine_running("skip a step")
     with transaction.atomic():
-        try:
-            process = get_process(process_id, lock=True, nowait=True)
-        except DatabaseError:
-            raise ProcessBusy(
-                f"cannot skip a step of process {process_id}: a worker is running one of its steps right now"
-            ) from None
+        process = lock_idle(process_id, "skip a step of")
         if process.status not in RETRYABLE:
             raise WrongProcessStatus(
                 f"cannot skip a step of process {process.process_id}: it is {process.status}; only the failed "

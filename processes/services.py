@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, transaction
+from django.db import transaction
 
 from orchestrator_site.errors import Conflict, InvalidInput
 from processes import engine
-from processes.errors import ProcessBusy, WrongProcessStatus
+from processes.errors import WrongProcessStatus
 from processes.executors import submit_after_commit
 from processes.models import FINISHED, Process, ProcessStatus, ProcessSubscription
 from subscriptions.lifecycle import actor_name
@@ -158,12 +158,7 @@ def delete_task(process_id: uuid.UUID | str, *, by: Any = None) -> None:
     is aborted, never deleted. A task that may be running is refused; abort it first.
     """
     with transaction.atomic():
-        try:
-            process = engine.get_process(process_id, lock=True, nowait=True)
-        except DatabaseError:
-            raise ProcessBusy(
-                f"cannot delete process {process_id}: a worker is running one of its steps right now"
-            ) from None
+        process = engine.lock_idle(process_id, "delete")
         if not process.is_task:
             raise Conflict(
                 f"cannot delete process {process.process_id}: {process.workflow.name} is not a task, and only "
