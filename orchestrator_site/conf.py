@@ -15,13 +15,20 @@ DEFAULTS: dict[str, Any] = {
     "STRICT_LIFECYCLE_STATUSES": ("active", "disabled", "migrating"),
     # The name recorded as "who" for changes made without a user (scheduler, system tasks, shell).
     "SYSTEM_ACTOR": "system",
-    # How processes run: "inline" (to the end, in the caller) or a dotted path to an executor class.
+    # How processes run: "inline" (to the end, in the caller: commands and tests), "threadpool" (a bounded
+    # pool of threads in the web process: the recommended embedded setting), "celery" (workers on any
+    # number of machines, through the broker CELERY_BROKER_URL), or a dotted path to an executor class.
     "EXECUTOR": "inline",
+    # How many processes the "threadpool" executor runs at once in each web process.
+    "THREADPOOL_WORKERS": 4,
     # A @retrystep that fails is retried automatically: after BACKOFF seconds, then twice as long each
     # time (at most BACKOFF_MAX), until it has been tried MAX_TRIES times; then the process fails.
     "RETRYSTEP_MAX_TRIES": 5,
     "RETRYSTEP_BACKOFF_SECONDS": 5.0,
     "RETRYSTEP_BACKOFF_MAX_SECONDS": 3600.0,
+    # A runner holds a process's lease this long, renewed at every step; when it lapses (the runner
+    # died, or one step ran longer than this), the recovery sweep hands the process to the executor again.
+    "LEASE_SECONDS": 300.0,
     # The largest request body the API accepts, in bytes; a larger one is answered 413.
     "API_MAX_BODY_BYTES": 1024 * 1024,
     # The most items one page of an API list may hold (?limit=), whatever the client asks.

@@ -217,3 +217,34 @@ SPECTACULAR_SETTINGS = {
 # Every orchestrator setting lives in this one namespace; the defaults and what each key means are in
 # orchestrator_site/conf.py (DEFAULTS), read through orchestrator_site.conf.orchestrator_setting().
 ORCHESTRATOR: dict[str, object] = {}
+# The executor can be chosen from the environment too, so every machine of a multi-machine setup (web
+# servers and Celery workers) can share one settings file: ORCHESTRATOR_EXECUTOR=celery.
+if os.environ.get("ORCHESTRATOR_EXECUTOR"):
+    ORCHESTRATOR["EXECUTOR"] = os.environ["ORCHESTRATOR_EXECUTOR"].strip()
+
+# --- Celery (ORCHESTRATOR["EXECUTOR"] = "celery") ------------------------------------------------
+# Read by orchestrator_site/celery.py (namespace CELERY). Messages carry only a process id.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_TASK_IGNORE_RESULT = True  # the database is the result; no result backend is needed
+# A web request that starts a process must not hang on a broker that is down: connect within a few
+# seconds, do not retry publishing, and answer 503 instead (processes.executors.celery).
+CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", "3"))
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+    "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
+    "socket_timeout": 10,
+    # Redis: a message not acknowledged within this time is delivered again. Longer than any process
+    # run (acks_late: acknowledged when the run returns); a second delivery is harmless anyway.
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(6 * 60 * 60))),
+}
+CELERY_TASK_PUBLISH_RETRY = False
+# Workers keep retrying the broker at start-up and after a lost connection (they are long-lived).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# One message at a time per worker process: a process run can be long, and a prefetched message
+# would wait behind it while another worker sits idle.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -34,6 +34,7 @@ from processes.errors import (
     StepError,
     WrongProcessStatus,
 )
+from processes.executors import get_executor
 from processes.models import (
     ABORTABLE,
     RETRYABLE,
@@ -41,6 +42,7 @@ from processes.models import (
     InputState,
     InputType,
     Process,
+    ProcessLease,
     ProcessStatus,
     ProcessStep,
     StepStatus,
@@ -137,21 +139,41 @@ class _Outcome:
     keep_going: bool
     state: dict[str, Any] | None = None
     position: int = 0
+    released: bool = False  # the last step let the lease go with its own write
 
 
 def run_process(process_id: uuid.UUID | str) -> None:
-    """Run a process's steps until it completes, fails, waits, suspends or is stopped."""
+    """Run a process's steps until it completes, fails, waits, suspends or is stopped.
+
+    The run holds the process's lease: claimed here (or at creation, for a run in the creating
+    process), renewed with every step, let go when the run stops. A process whose lease another live
+    run holds is not run twice: this call returns at once (a duplicated or redelivered message).
+    """
     # A state remembered at creation is only a hint: the first step uses it only if the process is
     # still at that position under its lock, and reads the log otherwise.
-    position, state = _FRESH.pop(str(process_id), (-1, None))
-    while True:
-        outcome = _run_one_step(process_id, state, position)
-        if not outcome.keep_going:
+    hint = _FRESH.pop(str(process_id), None)
+    if hint is not None:
+        position, state, lease = hint
+    else:
+        position, state, lease = -1, None, steplog.new_lease()
+        if not steplog.claim(process_id, lease):
+            logger.info("process %s: another run holds it; not running it twice", process_id)
             return
-        state, position = outcome.state, outcome.position
+    released = False
+    try:
+        while True:
+            outcome = _run_one_step(process_id, state, position, lease)
+            if not outcome.keep_going:
+                released = outcome.released
+                return
+            state, position = outcome.state, outcome.position
+    finally:
+        if not released:
+            steplog.release(process_id, lease)
 
 
-def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, position: int) -> _Outcome:
+def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, position: int,
+                  lease: steplog.Lease) -> _Outcome:
     started = timezone.now()
     try:
         with transaction.atomic():
@@ -174,19 +196,20 @@ def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, pos
             if state is None or position != at:
                 # First step of this run, or someone else moved the process on: read the state.
                 state = current_state(process_id)
-            return _execute(locked, step, state, started)
+            return _execute(locked, step, state, started, lease)
     except Exception as exc:
         _record_failure(process_id, exc, started, state)
         return _Outcome(False)
 
 
-def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], started: Any) -> _Outcome:
+def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], started: Any,
+             lease: steplog.Lease) -> _Outcome:
     """Run `step` inside the current transaction, then log it and move the process on."""
     if step.kind in (StepKind.INPUT, StepKind.ABORT) and (step.condition is None or step.condition(state)):
         return _stop_at(locked, step, state, started)
     if step.condition is not None and not step.condition(state):
         steplog.advance(locked, step_name=step.name, step_status=StepStatus.SKIPPED, state=state,
-                        started=started, finished=timezone.now())
+                        started=started, finished=timezone.now(), lease=lease)
         return _Outcome(True, state, locked.current_step + 1)
 
     new_state = call_step(step, state, acting_user=locked.acting_user)
@@ -197,10 +220,11 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], started:
         process = Process.from_db(None, ["process_id", "status"], [locked.process_id, locked.status])
         process.complete()
         steplog.advance(locked, step_name=step.name, step_status=StepStatus.COMPLETE, state=new_state,
-                        started=started, finished=timezone.now(), new_status=process.status)
-        return _Outcome(False)
+                        started=started, finished=timezone.now(), new_status=process.status, lease=lease,
+                        last=True)
+        return _Outcome(False, released=True)
     steplog.advance(locked, step_name=step.name, step_status=StepStatus.SUCCESS, state=new_state,
-                    started=started, finished=timezone.now())
+                    started=started, finished=timezone.now(), lease=lease)
     return _Outcome(True, new_state, locked.current_step + 1)
 
 
@@ -304,10 +328,14 @@ def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_i
     process.run()  # the FSM decides a new process's status, on whichever path writes it
     state.update({"process_id": str(process.process_id), "workflow": spec.name, "created_by": who})
     now = timezone.now()
+    # A run in this very process (inline, thread pool) holds the process from its creation; a worker
+    # elsewhere claims it when it gets the message.
+    lease = steplog.new_lease() if getattr(get_executor(), "runs_here", False) else None
     created = steplog.create(
         process_id=process.process_id, workflow_name=spec.name, status=process.status,
         first_step=spec.steps[0].name, who=who, is_task=spec.is_task, version=spec.version,
         user_input=user_input, state=state, now=now, input_type=InputType.INITIAL, step_status=StepStatus.SUCCESS,
+        lease=lease,
     )
     if created:
         process._state.adding = False  # the row exists: a later save() must update it, not insert it again
@@ -324,18 +352,21 @@ def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_i
             process=process, name=spec.steps[0].name, status=StepStatus.SUCCESS, state=state, created_by=who,
             started_at=now, completed_at=now,
         )
-    _remember_state(process.process_id, 1, state)
+        if lease is not None:
+            ProcessLease.objects.create(process=process, owner=lease.owner, expires_at=lease.renewed())
+    if lease is not None:
+        _remember_state(process.process_id, 1, state, lease)
     return process
 
 
 # The state a process was just created with, so an inline run does not read back what it just wrote.
 # Bounded: entries of processes that never ran here (another worker, a rolled-back start) fall out.
-_FRESH: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+_FRESH: OrderedDict[str, tuple[int, dict[str, Any], steplog.Lease]] = OrderedDict()
 _FRESH_MAX = 256
 
 
-def _remember_state(process_id: uuid.UUID, position: int, state: dict[str, Any]) -> None:
-    _FRESH[str(process_id)] = (position, state)
+def _remember_state(process_id: uuid.UUID, position: int, state: dict[str, Any], lease: steplog.Lease) -> None:
+    _FRESH[str(process_id)] = (position, state, lease)
     while len(_FRESH) > _FRESH_MAX:
         _FRESH.popitem(last=False)
 
@@ -350,6 +381,10 @@ def retry(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
             # We hold its row lock, so no worker is inside a step: its worker died (or is between two
             # steps, and then the position check in _run_one_step keeps both from running one step).
             logger.info("process %s: retried while running (its worker is gone)", process.process_id)
+            # An operator's retry takes the process over: the dead worker's lease would otherwise keep
+            # the new run waiting until it lapsed. A live worker between two steps loses nothing: the
+            # position check under the row lock keeps the two runs from doing any step twice.
+            ProcessLease.objects.filter(process=process).delete()
             process.acting_user = actor_name(by)
             process.save(update_fields=["acting_user", "last_modified_at"])
             return process

@@ -10,7 +10,7 @@ from typing import Any
 from django.db import models, transaction
 from django.utils import timezone
 
-from processes.models import EngineSettings, Process, ProcessStatus
+from processes.models import EngineSettings, ProcessLease
 from subscriptions.lifecycle import actor_name
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ def engine_status() -> EngineStatus:
     # Read without get_or_create: a status read (health checks, GETs) must not write.
     row = EngineSettings.objects.filter(id=1).values_list("paused", "changed_by", "changed_at").first()
     paused, changed_by, changed_at = row if row is not None else (False, "", None)
-    running = Process.objects.filter(status=ProcessStatus.RUNNING).count()
+    # Running means a live run holds it (its lease): a process stopped at a step boundary by a pause
+    # keeps the status "running" but has no run, and does not keep the engine "pausing".
+    running = ProcessLease.objects.filter(expires_at__gte=timezone.now()).count()
     state = EngineState.RUNNING if not paused else EngineState.PAUSING if running else EngineState.PAUSED
     return EngineStatus(bool(paused), str(state), running, changed_by, changed_at)
 
@@ -58,6 +60,11 @@ def set_engine_paused(paused: bool, *, by: Any = None) -> EngineStatus:
             settings.changed_at = timezone.now()
             settings.save(update_fields=["paused", "changed_by", "changed_at"])
             logger.info("engine %s by %s", "paused" if paused else "resumed", settings.changed_by)
+            if not paused:
+                # Processes that stopped at a step boundary go on, once the switch is committed.
+                from processes.scheduler import continue_paused_processes
+
+                transaction.on_commit(continue_paused_processes)
     return engine_status()
 
 

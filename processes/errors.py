@@ -24,3 +24,8 @@ class ProcessBusy(Conflict):
 
 class StepError(Exception):
     """Raised by the engine inside a step's transaction when the step broke a rule of the contract."""
+
+
+class ExecutorUnavailable(OrchestratorError):
+    status_code = 503
+    default_detail = "The executor cannot take processes right now (is the broker reachable?)."

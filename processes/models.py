@@ -237,3 +237,20 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} → {self.process_id}"
+
+
+class ProcessLease(models.Model):
+    """Who is running a process now, until when. Kept apart from the process row on purpose.
+
+    A runner claims the lease when it starts running a process and renews it with every step; it lets it
+    go when it stops. A lease that expired belongs to a runner that died: the recovery sweep hands the
+    process to the executor again. In a table of its own, the lease can be read and claimed while the
+    process row is locked by a step in progress.
+    """
+
+    process = models.OneToOneField(Process, on_delete=models.CASCADE, primary_key=True, related_name="lease")
+    owner = models.CharField(max_length=200)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.process_id} held by {self.owner} until {self.expires_at}"

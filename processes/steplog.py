@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
 from django.db import connection
+from django.utils import timezone
 
-from processes.models import EngineSettings, InputState, Process, ProcessStep
+from orchestrator_site.conf import orchestrator_setting
+from processes.models import EngineSettings, InputState, Process, ProcessLease, ProcessStep
 from workflows.models import Workflow
 
 logger = logging.getLogger(__name__)
@@ -77,14 +81,20 @@ _STEP_COLUMNS = ("process", "name", "status", "state", "created_by", "started_at
 
 
 @cache
-def _advance_sql(vendor: str, with_status: bool) -> tuple[str, ...]:
-    p, s = _table(Process), _table(ProcessStep)
+def _advance_sql(vendor: str, with_status: bool, lease: str) -> tuple[str, ...]:
+    """The statements of advance(); `lease` is "renew" (the run goes on) or "release" (it ends here)."""
+    p, s, lt = _table(Process), _table(ProcessStep), _table(ProcessLease)
     sets = [f"{_column(Process, n)} = %s" for n in ("current_step", "last_step", "current_attempt",
                                                       "last_modified_at")]
     if with_status:
         sets += [f"{_column(Process, 'status')} = %s", f"{_column(Process, 'failed_reason')} = ''",
                  f"{_column(Process, 'traceback')} = ''"]
     update = f"UPDATE {p} SET {', '.join(sets)} WHERE {_column(Process, 'process_id')} = %s"
+    lease_where = f"{_column(ProcessLease, 'process')} = %s AND {_column(ProcessLease, 'owner')} = %s"
+    if lease == "renew":
+        lease_sql = f"UPDATE {lt} SET {_column(ProcessLease, 'expires_at')} = %s WHERE {lease_where}"
+    else:
+        lease_sql = f"DELETE FROM {lt} WHERE {lease_where}"
     # error, error_type and traceback are NOT NULL text columns: a success leaves them empty.
     step_columns = [_column(ProcessStep, n) for n in (*_STEP_COLUMNS, "error", "error_type", "traceback")]
     insert = (
@@ -92,17 +102,17 @@ def _advance_sql(vendor: str, with_status: bool) -> tuple[str, ...]:
         f"VALUES ({', '.join(['%s'] * len(_STEP_COLUMNS))}, '', '', '')"
     )
     if vendor == "postgresql":
-        # One round trip: the process update rides along with the log insert.
-        return (f"WITH moved AS ({update}) {insert}",)
-    return (update, insert)
+        # One round trip: the process update and the lease ride along with the log insert.
+        return (f"WITH moved AS ({update}), leased AS ({lease_sql}) {insert}",)
+    return (update, lease_sql, insert)
 
 
 def advance(locked: Locked, *, step_name: str, step_status: str, state: dict[str, Any], started: datetime,
-            finished: datetime, new_status: str | None = None) -> None:
+            finished: datetime, lease: Lease, new_status: str | None = None, last: bool = False) -> None:
     """Log the step with the state after it, and move the process to its next step, in this transaction.
 
     `new_status` is the status a transition method chose (for the last step: completed); without it the
-    status stays as it is.
+    status stays as it is. The run's lease is renewed, or let go when this is its `last` step.
     """
     prep = _Prep()
     pid = prep.pk(locked.process_id)
@@ -110,17 +120,63 @@ def advance(locked: Locked, *, step_name: str, step_status: str, state: dict[str
     if new_status is not None:
         update_params.append(new_status)
     update_params.append(pid)
+    lease_params = [] if last else [prep.when(lease.renewed())]
+    lease_params += [pid, lease.owner]
     insert_params = [
         pid, step_name, step_status, prep.state(state), locked.acting_user, prep.when(started),
         prep.when(finished), locked.current_attempt,
     ]
-    statements = _advance_sql(connection.vendor, new_status is not None)
+    statements = _advance_sql(connection.vendor, new_status is not None, "release" if last else "renew")
     with connection.cursor() as cursor:
         if len(statements) == 1:
-            cursor.execute(statements[0], update_params + insert_params)
+            cursor.execute(statements[0], update_params + lease_params + insert_params)
         else:
-            cursor.execute(statements[0], update_params)
-            cursor.execute(statements[1], insert_params)
+            for sql, params in zip(statements, (update_params, lease_params, insert_params), strict=True):
+                cursor.execute(sql, params)
+
+
+# --- leases: who runs a process now ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lease:
+    """A run's claim on a process: its owner token, and how long each claim or renewal lasts."""
+
+    owner: str
+    seconds: float
+
+    def renewed(self) -> datetime:
+        return timezone.now() + timedelta(seconds=self.seconds)
+
+
+def new_lease() -> Lease:
+    # One token per run (not per OS process): two runs in one worker's threads are two owners.
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    return Lease(owner, float(orchestrator_setting("LEASE_SECONDS")))
+
+
+@cache
+def _claim_sql() -> str:
+    lt = _table(ProcessLease)
+    pid, owner, expires = (_column(ProcessLease, n) for n in ("process", "owner", "expires_at"))
+    # Insert, or take over a lease that lapsed (its runner died); a live runner's lease stays its own.
+    return (
+        f"INSERT INTO {lt} ({pid}, {owner}, {expires}) VALUES (%s, %s, %s) "
+        f"ON CONFLICT ({pid}) DO UPDATE SET {owner} = excluded.{owner}, {expires} = excluded.{expires} "
+        f"WHERE {lt}.{expires} < %s RETURNING {pid}"
+    )
+
+
+def claim(process_id: uuid.UUID | str, lease: Lease) -> bool:
+    """Claim the process for this run; False when another live run holds it (so this one must not run)."""
+    prep = _Prep()
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(), [prep.pk(process_id), lease.owner, prep.when(lease.renewed()),
+                                      prep.when(timezone.now())])
+        return cursor.fetchone() is not None
+
+
+def release(process_id: uuid.UUID | str, lease: Lease) -> None:
+    """Let the process go (only if this run still holds it)."""
+    ProcessLease.objects.filter(process_id=process_id, owner=lease.owner).delete()
 
 
 class _Prep:
@@ -140,7 +196,7 @@ class _Prep:
 
 
 @cache
-def _create_sql() -> str:
+def _create_sql(with_lease: bool) -> str:
     p, w, e = _table(Process), _table(Workflow), _table(EngineSettings)
     i, s = _table(InputState), _table(ProcessStep)
     pc = [_column(Process, n) for n in (
@@ -157,7 +213,14 @@ def _create_sql() -> str:
         f"%s::timestamptz, %s::timestamptz, %s::boolean, '', %s::jsonb "
         f"FROM {w} w WHERE w.{_column(Workflow, 'name')} = %s AND w.{_column(Workflow, 'deleted_at')} IS NULL "
         f"AND NOT EXISTS (SELECT 1 FROM {e} e WHERE e.{_column(EngineSettings, 'paused')}) RETURNING {pid}), "
-        f"i AS (INSERT INTO {i} ({', '.join(ic)}) SELECT {pid}, %s, '', %s::jsonb, %s, %s::timestamptz FROM p) "
+        f"i AS (INSERT INTO {i} ({', '.join(ic)}) SELECT {pid}, %s, '', %s::jsonb, %s, %s::timestamptz FROM p), "
+        + (
+            # The run that starts here holds the process from the start (no claim of its own needed).
+            f"l AS (INSERT INTO {_table(ProcessLease)} ({_column(ProcessLease, 'process')}, "
+            f"{_column(ProcessLease, 'owner')}, {_column(ProcessLease, 'expires_at')}) "
+            f"SELECT {pid}, %s, %s::timestamptz FROM p) "
+            if with_lease else "l AS (SELECT 1) "
+        ) +
         f"INSERT INTO {s} ({', '.join(sc)}) "
         f"SELECT {pid}, %s, %s, %s::jsonb, %s, %s::timestamptz, %s::timestamptz, 1, '', '', '' FROM p "
         f"RETURNING {_column(ProcessStep, 'process')}"
@@ -166,7 +229,7 @@ def _create_sql() -> str:
 
 def create(*, process_id: uuid.UUID, workflow_name: str, status: str, first_step: str, who: str, is_task: bool,
            version: list[str], user_input: dict[str, Any], state: dict[str, Any], now: datetime,
-           input_type: str, step_status: str) -> bool:
+           input_type: str, step_status: str, lease: Lease | None = None) -> bool:
     """On PostgreSQL, create the process, its initial input and its first log row in one statement.
 
     Returns False (and writes nothing) when that cannot be done here: another database, the engine
@@ -181,8 +244,9 @@ def create(*, process_id: uuid.UUID, workflow_name: str, status: str, first_step
         process_id, status, first_step, who, who, prep.when(now), prep.when(now), is_task,
         version_field.get_db_prep_value(version, connection), workflow_name,
         input_type, input_field.get_db_prep_value(user_input, connection), who, prep.when(now),
+        *([lease.owner, prep.when(lease.renewed())] if lease else []),
         first_step, step_status, prep.state(state), who, prep.when(now), prep.when(now),
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_create_sql(), params)
+        cursor.execute(_create_sql(lease is not None), params)
         return cursor.fetchone() is not None

@@ -167,10 +167,24 @@ class ProcessFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = "processes.Process"
+        skip_postgeneration_save = True
 
     workflow = factory.SubFactory(WorkflowFactory)
     created_by = "factory"
     last_step = "Start"
+
+    @factory.post_generation
+    def leased(obj: object, create: bool, extracted: bool | None, **kwargs: object) -> None:
+        """`leased=True`: a live run holds the process (a worker is in the middle of it)."""
+        if extracted and create:
+            from datetime import timedelta
+
+            from django.apps import apps
+            from django.utils import timezone
+
+            apps.get_model("processes", "ProcessLease").objects.create(
+                process=obj, owner="factory-run", expires_at=timezone.now() + timedelta(minutes=5)
+            )
 
 
 class ProcessSubscriptionFactory(factory.django.DjangoModelFactory):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -159,8 +160,52 @@ def t_rename_node() -> StepList:
     return begin >> hold >> rename_node
 
 
+@step("Note the thread")
+def note_thread(process_id: str) -> State:
+    effect(f"thread-{process_id}")
+    return {"thread": threading.current_thread().name}
+
+
+@workflow("Engine test: notes the thread it runs in")
+def t_thread() -> StepList:
+    return begin >> note_thread
+
+
+@step("Slow write 1")
+def slow_1(process_id: str) -> State:
+    effect(f"slow1-{process_id}")
+    time.sleep(0.05)  # long enough for a second runner to queue up on the row lock
+    return {}
+
+
+@step("Slow write 2")
+def slow_2(process_id: str) -> State:
+    effect(f"slow2-{process_id}")
+    time.sleep(0.05)
+    return {}
+
+
+@workflow("Engine test: two slow writes (duplicate runners)")
+def t_slow() -> StepList:
+    return begin >> slow_1 >> slow_2
+
+
 class DeferredExecutor:
     """An executor that runs nothing: the test decides where the process runs (another OS process)."""
 
     def submit(self, process_id: object) -> None:
         return None
+
+
+@step("Pause the engine")
+def pause_the_engine() -> State:
+    # As if staff paused the engine while this step ran: it commits with the step.
+    from processes.models import EngineSettings
+
+    EngineSettings.objects.update_or_create(id=1, defaults={"paused": True})
+    return {"paused_it": True}
+
+
+@workflow("Engine test: the engine is paused in the middle")
+def t_paused_midway() -> StepList:
+    return begin >> write_a >> pause_the_engine >> write_c

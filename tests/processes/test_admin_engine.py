@@ -58,7 +58,7 @@ def test_pausing_the_paused_engine_changes_nothing(staff_client) -> None:
 
 
 def test_pausing_while_a_process_runs_shows_pausing(staff_client) -> None:
-    ProcessFactory(status="running")
+    ProcessFactory(status="running", leased=True)
     ProcessFactory(status="suspended")
 
     response = staff_client.post(ENGINE_URL, {"action": "pause"}, follow=True)
@@ -95,7 +95,7 @@ def test_non_staff_and_anonymous_are_sent_to_the_login_page(client) -> None:
 
 
 def test_the_admin_index_shows_the_engine_widget(staff_client) -> None:
-    ProcessFactory(status="running")
+    ProcessFactory(status="running", leased=True)
 
     html = staff_client.get("/admin/").content.decode()
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import OperationalError
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from processes.api import engine_views
 from processes.engine_settings import engine_status, pause_engine, resume_engine, set_engine_paused
-from processes.models import EngineSettings, Process, ProcessStatus
+from processes.models import EngineSettings, Process, ProcessLease, ProcessStatus
 from processes.services import start_process
 from subscriptions.models import Product
 from tests.factories import SubscriptionFactory, UserFactory
@@ -37,9 +40,12 @@ def staff_api(db) -> APIClient:
 
 def running_process() -> Process:
     # A process a worker is in the middle of: what keeps a paused engine "pausing".
-    return Process.objects.create(
+    process = Process.objects.create(
         workflow=workflow_row(get_workflow("task_check_products")), status=ProcessStatus.RUNNING, created_by="test"
     )
+    # A run in progress holds the process's lease: that is what the engine counts as running.
+    ProcessLease.objects.create(process=process, owner="test-run", expires_at=timezone.now() + timedelta(minutes=5))
+    return process
 
 
 # --- health ------------------------------------------------------------------------------------------

@@ -6,11 +6,14 @@ import time
 from typing import Any
 
 from processes.management.commands._base import ProcessCommand
-from processes.scheduler import retry_due_processes
+from processes.scheduler import recover_stalled_processes, retry_due_processes
 
 
 class Command(ProcessCommand):
-    help = "Retry waiting processes when their backoff is due; loops every --interval seconds (or once)."
+    help = (
+        "Retry waiting processes when their backoff is due and recover running processes whose run died "
+        "(lease lapsed); loops every --interval seconds (or once)."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--once", action="store_true", help="Do one sweep and exit.")
@@ -19,8 +22,11 @@ class Command(ProcessCommand):
     def handle(self, *args: Any, once: bool, interval: float, **options: Any) -> None:
         while True:
             retried = retry_due_processes()
-            if retried or once:
-                self.stdout.write(f"retried {len(retried)} waiting process(es)")
+            recovered = recover_stalled_processes()
+            if retried or recovered or once:
+                self.stdout.write(
+                    f"retried {len(retried)} waiting process(es), recovered {len(recovered)} stalled one(s)"
+                )
             if once:
                 return
             time.sleep(interval)

@@ -1,0 +1,58 @@
+"""The thread pool executor: runs processes in a bounded pool of threads inside this (web) process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from django.db import close_old_connections, connection
+
+from orchestrator_site.conf import orchestrator_setting
+from processes.engine import run_process
+
+logger = logging.getLogger(__name__)
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def get_pool() -> ThreadPoolExecutor:
+    """The process-wide pool, created on first use (so commands and workers that never submit have none)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=int(orchestrator_setting("THREADPOOL_WORKERS")),
+                thread_name_prefix="orchestrator-process",
+            )
+        return _pool
+
+
+def shutdown(wait: bool = True) -> None:
+    """Stop the pool (tests, or a server shutting down); the next submit creates a new one."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=wait)
+
+
+def _run(process_id: uuid.UUID | str) -> None:
+    # Each pool thread has its own database connection: start from a healthy one, and close it after the
+    # job so idle threads hold no connections open (nor a broken one for the next job).
+    close_old_connections()
+    try:
+        run_process(process_id)
+    except Exception:
+        # A future nobody waits on would swallow the exception: log it. (Step failures never get here:
+        # the engine records them; this is the database or a bug.)
+        logger.exception("process %s: the thread pool's run failed", process_id)
+    finally:
+        connection.close()
+
+
+class ThreadpoolExecutor:
+    def submit(self, process_id: uuid.UUID) -> Future[None]:
+        return get_pool().submit(_run, process_id)

@@ -1,0 +1,14 @@
+"""Celery tasks: the message carries only a process id; the database holds everything else."""
+
+from __future__ import annotations
+
+from orchestrator_site.celery import app
+from processes.engine import run_process
+
+
+# acks_late + reject_on_worker_lost: the message is acknowledged only once the run returns, so a worker
+# killed mid-run leaves it on the broker for another worker. Running it again is safe: the engine locks
+# the process row and checks its position before each step, so no step runs twice.
+@app.task(name="processes.run_process", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_process_task(process_id: str) -> None:
+    run_process(process_id)

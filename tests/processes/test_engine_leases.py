@@ -1,0 +1,94 @@
+"""Leases: one run per process, recovery of a process whose run died, and pause/resume at step boundaries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from processes.engine import run_process
+from processes.engine_settings import engine_status, set_engine_paused
+from processes.models import Process, ProcessLease, ProcessStep
+from processes.scheduler import recover_stalled_processes
+from processes.services import start_process
+from tests.processes.conftest import effects, log
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def deferred(settings):
+    """Start processes without running them, as if their message were still on its way to a worker."""
+    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor"}
+    yield
+    settings.ORCHESTRATOR = {}
+
+
+def test_a_completed_run_leaves_no_lease():
+    process = start_process("t_writes")
+
+    assert process.status == "completed"
+    assert not ProcessLease.objects.exists()
+
+
+def test_a_message_delivered_twice_runs_the_process_once(deferred, settings):
+    process = start_process("t_writes")
+    pid = process.process_id
+    # The first delivery's run holds the process (as a live worker in the middle of it would).
+    ProcessLease.objects.create(process=process, owner="first-worker", expires_at=timezone.now() + timedelta(minutes=5))
+    settings.ORCHESTRATOR = {}
+
+    run_process(pid)  # the second delivery
+
+    assert log(process) == [("Start", "success")]  # it ran nothing
+    assert ProcessLease.objects.get(process=process).owner == "first-worker"
+
+    ProcessLease.objects.filter(process=process).delete()  # the first run ends
+    run_process(pid)
+    run_process(pid)  # and a late third delivery finds nothing left to do
+
+    assert [name for name, _ in log(process)] == ["Start", "Write A", "Write B then maybe fail", "Write C", "Done"]
+    assert effects(f"a-{pid}") == [f"a-{pid}"]
+
+
+def test_a_process_whose_run_died_is_recovered_once_its_lease_lapses(deferred, settings):
+    process = start_process("t_writes")
+    # A worker claimed it and died: its lease is still there, running out.
+    ProcessLease.objects.create(process=process, owner="dead-worker", expires_at=timezone.now() + timedelta(seconds=60))
+    Process.objects.filter(pk=process.pk).update(last_modified_at=timezone.now() - timedelta(hours=1))
+    settings.ORCHESTRATOR = {}
+
+    assert recover_stalled_processes() == []  # the lease still holds: its worker may be alive
+    ProcessLease.objects.filter(process=process).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert recover_stalled_processes() == [process.process_id]
+
+    process.refresh_from_db()
+    assert process.status == "completed"
+    assert ProcessStep.objects.filter(process=process, name="Write A").count() == 1
+    assert not ProcessLease.objects.exists()
+
+
+def test_a_process_just_created_is_left_to_the_worker_its_message_goes_to(deferred):
+    process = start_process("t_writes")
+
+    assert recover_stalled_processes() == []
+    assert Process.objects.get(pk=process.pk).status == "running"
+
+
+def test_pause_stops_a_process_at_a_step_boundary_and_resuming_the_engine_continues_it():
+    process = start_process("t_paused_midway", by="alice")
+
+    # The step that paused the engine finished; the next one did not start.
+    assert process.status == "running"
+    assert log(process)[-1] == ("Pause the engine", "success")
+    assert effects(f"c-{process.process_id}") == []
+    status = engine_status()
+    assert (status.paused, status.status, status.running_processes) == (True, "paused", 0)
+    assert recover_stalled_processes(now=timezone.now() + timedelta(days=1)) == []  # paused: nothing moves
+
+    set_engine_paused(False, by="bob")
+
+    process.refresh_from_db()
+    assert process.status == "completed"
+    assert effects(f"c-{process.process_id}") == [f"c-{process.process_id}"]

@@ -1,0 +1,269 @@
+"""Executors: the thread pool, Celery (broker down, real workers), and a process run twice runs once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from kombu import pools as kombu_pools
+from rest_framework.test import APIClient
+
+from orchestrator_site.celery import app as celery_app
+from processes.engine import run_process
+from processes.executors import threadpool
+from processes.models import Process, ProcessStatus, ProcessStep
+from processes.services import start_process
+from processes.tasks import run_process_task
+from subscriptions.models import ResourceType
+from tests.factories import UserFactory
+from tests.processes.test_engine_crash import database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+URL = "/api/processes/"
+DOWN_BROKER = "redis://127.0.0.1:6390/0"  # nothing listens there
+TEST_BROKER = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/5")
+runs = pytest.mark.django_db(transaction=True)
+
+
+def step_counts(process_id: object) -> Counter[str]:
+    return Counter(ProcessStep.objects.filter(process_id=process_id).values_list("name", flat=True))
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def broker_at() -> Iterator:
+    """Point the Celery app at another broker for one test (its connection pool follows)."""
+    original = celery_app.conf.broker_url
+
+    def use(url: str) -> None:
+        # Celery caches a connection pool and a producer pool bound to the old URL: close and drop them
+        # (as Celery itself does after a fork) so the next publish connects to the new broker.
+        kombu_pools.reset()  # kombu's process-wide producer pools, keyed by connection
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+        celery_app.conf.broker_url = url
+
+    yield use
+    use(original)
+
+
+@pytest.fixture
+def api(db) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+# --- the thread pool ---------------------------------------------------------------------------------
+# The SQLite test database lives in memory with a shared cache, whose table locks make a second
+# thread's writes fail ("database table is locked"); a file database (WAL) is fine, as in `make run`.
+@pytest.mark.requires_postgres
+@runs
+def test_the_threadpool_runs_a_process_to_the_end_off_the_callers_thread(settings):
+    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "THREADPOOL_WORKERS": 2}
+    try:
+        processes = [start_process("t_thread", by="alice") for _ in range(3)]
+        ids = [p.process_id for p in processes]
+        wait_until(lambda: Process.objects.filter(pk__in=ids, status=ProcessStatus.COMPLETED).count() == 3,
+                   20, "the thread pool to complete the processes")
+    finally:
+        threadpool.shutdown(wait=True)
+    for process_id in ids:
+        state = ProcessStep.objects.filter(process_id=process_id, name="Note the thread").get().state
+        assert state["thread"].startswith("orchestrator-process")
+        assert state["thread"] != threading.current_thread().name
+        assert step_counts(process_id)["Note the thread"] == 1
+
+
+def test_a_threadpool_job_logs_an_exception_instead_of_losing_it(monkeypatch, caplog):
+    def broken(process_id: object) -> None:
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(threadpool, "run_process", broken)
+    try:
+        threadpool.ThreadpoolExecutor().submit("some-id").result(timeout=10)
+    finally:
+        threadpool.shutdown(wait=True)
+    assert "process some-id: the thread pool's run failed" in caplog.text
+    assert "database gone" in caplog.text
+
+
+# --- one runner per process --------------------------------------------------------------------------
+@runs
+def test_the_same_process_run_twice_logs_each_step_once(settings):
+    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor"}
+    process = start_process("t_writes", by="alice")
+    run_process(process.process_id)
+    run_process(process.process_id)  # a duplicated message: the process is no longer running
+    run_process_task.apply(args=[str(process.process_id)])  # and the Celery task, delivered again
+    assert Process.objects.get(pk=process.process_id).status == ProcessStatus.COMPLETED
+    counts = step_counts(process.process_id)
+    assert counts and set(counts.values()) == {1}, counts
+    assert ResourceType.objects.filter(resource_type__endswith=str(process.process_id)).count() == 3
+
+
+@pytest.mark.requires_postgres
+@runs
+def test_two_runners_of_one_process_at_once_run_each_step_once(settings):
+    # Two workers got the same message (a redelivery): the row lock and position check let one run
+    # each step, whichever it is.
+    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor"}
+    ids = [start_process("t_slow", by="alice").process_id for _ in range(5)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def runner() -> None:
+        from django.db import connection
+
+        try:
+            barrier.wait()
+            for process_id in ids:
+                run_process(process_id)
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=runner) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    for process_id in ids:
+        assert Process.objects.get(pk=process_id).status == ProcessStatus.COMPLETED
+        counts = step_counts(process_id)
+        assert counts == Counter({"Start": 1, "Slow write 1": 1, "Slow write 2": 1, "Done": 1}), counts
+        assert ResourceType.objects.filter(resource_type__endswith=str(process_id)).count() == 2
+
+
+# --- Celery: the broker down ---------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_a_start_with_the_broker_down_is_503_and_leaves_no_process(settings, api, broker_at):
+    settings.ORCHESTRATOR = {"EXECUTOR": "celery"}
+    broker_at(DOWN_BROKER)
+    started = time.monotonic()
+    response = api.post(URL, {"workflow": "t_writes"}, format="json")
+    assert response.status_code == 503, response.content
+    assert response["Content-Type"] == "application/json"
+    assert "could not reach the broker at redis://127.0.0.1:6390/0" in response.json()["detail"]
+    assert "nothing was started" in response.json()["detail"]
+    assert time.monotonic() - started < 5  # fails fast, no patient reconnecting
+    assert not Process.objects.exists()
+    # With an idempotency key too: no key is kept, the same request may be repeated later.
+    response = api.post(URL, {"workflow": "t_writes"}, format="json", headers={"Idempotency-Key": "k-1"})
+    assert response.status_code == 503
+    assert not Process.objects.exists()
+
+
+@runs
+def test_a_broker_lost_after_the_commit_fails_the_process_with_the_reason(settings, api, broker_at, monkeypatch):
+    # The check before the start passed, then the broker went away before the publish: the process
+    # exists (committed) but nobody will run it, so it is failed with the reason, and can be retried.
+    from processes.executors.celery import CeleryExecutor
+
+    settings.ORCHESTRATOR = {"EXECUTOR": "celery"}
+    broker_at(DOWN_BROKER)
+    monkeypatch.setattr(CeleryExecutor, "check_available", lambda self: None)
+    response = api.post(URL, {"workflow": "t_writes"}, format="json")
+    assert response.status_code == 503, response.content
+    assert "could not be queued" in response.json()["detail"]
+    process = Process.objects.get()
+    assert process.status == ProcessStatus.FAILED
+    assert process.failed_reason.startswith("not started: could not reach the broker")
+    assert not Process.objects.filter(status__in=[ProcessStatus.CREATED, ProcessStatus.RUNNING]).exists()
+
+    # A retry while the broker is still down is refused and changes nothing; once it is back, it runs.
+    monkeypatch.undo()
+    response = api.post(f"{URL}{process.process_id}/retry/", {}, format="json")
+    assert response.status_code == 503
+    assert Process.objects.get().status == ProcessStatus.FAILED
+    settings.ORCHESTRATOR = {}
+    assert api.post(f"{URL}{process.process_id}/retry/", {}, format="json").json()["status"] == "completed"
+
+
+# --- Celery: two real workers --------------------------------------------------------------------------
+def _worker(name: str, command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([*command, "--hostname", f"{name}@%h", "--concurrency", "1", "--pool", "solo",
+                             "--include", "tests.processes.flows"],
+                            cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+@pytest.mark.requires_postgres
+@runs
+def test_100_processes_started_through_the_api_run_on_two_celery_workers_each_step_once(
+    settings, api, broker_at, tmp_path
+):
+    queue = redis.Redis.from_url(TEST_BROKER)
+    try:
+        queue.flushdb()
+    except redis.ConnectionError as exc:
+        reason = f"needs Redis at {TEST_BROKER} ({exc}); .ci/run starts it"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)  # as for PostgreSQL: never a silent skip in CI
+        pytest.skip(reason)
+    settings.ORCHESTRATOR = {"EXECUTOR": "celery"}
+    broker_at(TEST_BROKER)
+    env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": TEST_BROKER,
+           "ORCHESTRATOR_EXECUTOR": "celery", "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    # One through manage.py run_worker, one through the standard celery command: both documented.
+    workers = [
+        _worker("w1", [sys.executable, "manage.py", "run_worker", "--loglevel", "INFO"], logs[0], env),
+        _worker("w2", [sys.executable, "-m", "celery", "-A", "orchestrator_site", "worker", "--loglevel", "INFO",
+                       "--without-gossip", "--without-mingle"], logs[1], env),
+    ]
+    try:
+        for worker, log in zip(workers, logs, strict=True):
+            wait_until(lambda w=worker, lg=log: w.poll() is not None or b"ready." in lg.read_bytes(), 30,
+                       f"worker {log.stem} to be ready")
+            assert worker.poll() is None, log.read_text()
+
+        ids = []
+        for _ in range(100):
+            response = api.post(URL, {"workflow": "t_writes"}, format="json")
+            assert response.status_code == 201, response.content
+            ids.append(response.json()["id"])
+        # And every message once more, as a broker redelivering them would: nothing may run twice.
+        for process_id in ids:
+            run_process_task.apply_async(args=[process_id])
+
+        def all_done() -> bool:
+            assert all(w.poll() is None for w in workers), [lg.read_text()[-3000:] for lg in logs]
+            return Process.objects.filter(pk__in=ids, status=ProcessStatus.COMPLETED).count() == len(ids)
+
+        wait_until(all_done, 120, "the workers to complete 100 processes")
+    finally:
+        for worker in workers:
+            worker.terminate()  # warm shutdown: finishes the run in hand
+        for worker in workers:
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        queue.flushdb()
+
+    expected = Counter({"Start": 1, "Write A": 1, "Write B then maybe fail": 1, "Write C": 1, "Done": 1})
+    rows = Counter(ProcessStep.objects.filter(process_id__in=ids).values_list("process_id", "name"))
+    assert len(rows) == 5 * len(ids) and set(rows.values()) == {1}
+    for process_id in ids[:3]:
+        assert step_counts(process_id) == expected
+    assert ResourceType.objects.filter(resource_type__regex=r"^[abc]-").count() == 3 * len(ids)
+    # Both workers took part (each logs the runs it finished).
+    for log in logs:
+        assert b"succeeded" in log.read_bytes(), log.read_text()[-3000:]
