@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -49,3 +50,28 @@ def orchestrator_setting(name: str) -> Any:
             f"known: {', '.join(sorted(DEFAULTS))}"
         )
     return configured.get(name, DEFAULTS[name])
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """ORCHESTRATOR_<KEY> variables, read as the type of the key's default; a bad value is refused by name."""
+    found: dict[str, Any] = {}
+    for key, default in DEFAULTS.items():
+        raw = environ.get(f"ORCHESTRATOR_{key}", "").strip()
+        if not raw:
+            continue
+        try:
+            if isinstance(default, bool):
+                if raw.lower() not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                    raise ValueError("not a boolean")
+                found[key] = raw.lower() in {"1", "true", "yes", "on"}
+            elif isinstance(default, int | float):
+                found[key] = type(default)(raw)
+            elif isinstance(default, tuple | list):
+                found[key] = tuple(item.strip() for item in raw.split(",") if item.strip())
+            else:
+                found[key] = raw
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"ORCHESTRATOR_{key}={raw!r} is not a valid {type(default).__name__} ({exc})"
+            ) from exc
+    return found

@@ -217,10 +217,11 @@ SPECTACULAR_SETTINGS = {
 # Every orchestrator setting lives in this one namespace; the defaults and what each key means are in
 # orchestrator_site/conf.py (DEFAULTS), read through orchestrator_site.conf.orchestrator_setting().
 ORCHESTRATOR: dict[str, object] = {}
-# The executor can be chosen from the environment too, so every machine of a multi-machine setup (web
-# servers and Celery workers) can share one settings file: ORCHESTRATOR_EXECUTOR=celery.
-if os.environ.get("ORCHESTRATOR_EXECUTOR"):
-    ORCHESTRATOR["EXECUTOR"] = os.environ["ORCHESTRATOR_EXECUTOR"].strip()
+# Each key can be set from the environment too (ORCHESTRATOR_EXECUTOR=celery, ORCHESTRATOR_LEASE_SECONDS=60),
+# so every machine of a multi-machine setup (web servers and workers) can share one settings file.
+from orchestrator_site.conf import from_environment  # noqa: E402 - needs only the standard library
+
+ORCHESTRATOR.update(from_environment(os.environ))
 
 # --- Celery (ORCHESTRATOR["EXECUTOR"] = "celery") ------------------------------------------------
 # Read by orchestrator_site/celery.py (namespace CELERY). Messages carry only a process id.

@@ -128,11 +128,15 @@ def t_retry() -> StepList:
 @step("Write, then hang while the hang file exists")
 def write_then_hang(process_id: str) -> State:
     effect(f"hang-{process_id}")
-    marker = Path(os.environ.get("ENGINE_TEST_DIR", "/tmp")) / f"{process_id}.inside"
+    folder = Path(os.environ.get("ENGINE_TEST_DIR", "/tmp"))
+    marker = folder / f"{process_id}.inside"
     hang = marker.with_suffix(".hang")
-    if hang.exists():
-        marker.touch()  # tell the test we are inside the step, with the write done but not committed
-        while hang.exists():
+    every = folder / "all.hang"  # for a test that cannot know the process id before it starts
+    if hang.exists() or every.exists():
+        # Tell the test we are inside the step, with the write done but not committed, and which OS
+        # process we are (the worker to kill).
+        marker.write_text(str(os.getpid()))
+        while hang.exists() or every.exists():
             time.sleep(0.05)
     return {"hung": True}
 

@@ -197,6 +197,30 @@ def test_a_broker_lost_after_the_commit_fails_the_process_with_the_reason(settin
 
 
 # --- Celery: two real workers --------------------------------------------------------------------------
+def _test_queue() -> redis.Redis:
+    """The tests' own Redis database, emptied; a skip without Redis, a failure in CI."""
+    queue = redis.Redis.from_url(TEST_BROKER)
+    try:
+        queue.flushdb()
+    except redis.ConnectionError as exc:
+        reason = f"needs Redis at {TEST_BROKER} ({exc}); .ci/run starts it"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)  # as for PostgreSQL: never a silent skip in CI
+        pytest.skip(reason)
+    return queue
+
+
+def _stop(workers: list[subprocess.Popen]) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()  # warm shutdown: finishes the run in hand
+    for worker in workers:
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
 def _worker(name: str, command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([*command, "--hostname", f"{name}@%h", "--concurrency", "1", "--pool", "solo",
                              "--include", "tests.processes.flows"],
@@ -208,14 +232,7 @@ def _worker(name: str, command: list[str], log: Path, env: dict[str, str]) -> su
 def test_100_processes_started_through_the_api_run_on_two_celery_workers_each_step_once(
     settings, api, broker_at, tmp_path
 ):
-    queue = redis.Redis.from_url(TEST_BROKER)
-    try:
-        queue.flushdb()
-    except redis.ConnectionError as exc:
-        reason = f"needs Redis at {TEST_BROKER} ({exc}); .ci/run starts it"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)  # as for PostgreSQL: never a silent skip in CI
-        pytest.skip(reason)
+    queue = _test_queue()
     settings.ORCHESTRATOR = {"EXECUTOR": "celery"}
     broker_at(TEST_BROKER)
     env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": TEST_BROKER,
@@ -248,14 +265,7 @@ def test_100_processes_started_through_the_api_run_on_two_celery_workers_each_st
 
         wait_until(all_done, 120, "the workers to complete 100 processes")
     finally:
-        for worker in workers:
-            worker.terminate()  # warm shutdown: finishes the run in hand
-        for worker in workers:
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        _stop(workers)
         queue.flushdb()
 
     expected = Counter({"Start": 1, "Write A": 1, "Write B then maybe fail": 1, "Write C": 1, "Done": 1})
@@ -267,3 +277,59 @@ def test_100_processes_started_through_the_api_run_on_two_celery_workers_each_st
     # Both workers took part (each logs the runs it finished).
     for log in logs:
         assert b"succeeded" in log.read_bytes(), log.read_text()[-3000:]
+
+
+@pytest.mark.requires_postgres
+@runs
+def test_a_worker_killed_mid_step_is_recovered_by_the_other_within_the_lease_and_one_sweep(
+    settings, api, broker_at, tmp_path
+):
+    from processes.scheduler import recover_stalled_processes
+
+    queue = _test_queue()
+    lease_seconds, sweep_every = 2.0, 0.5
+    settings.ORCHESTRATOR = {"EXECUTOR": "celery", "LEASE_SECONDS": lease_seconds}
+    broker_at(TEST_BROKER)
+    env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": TEST_BROKER,
+           "ORCHESTRATOR_EXECUTOR": "celery", "ORCHESTRATOR_LEASE_SECONDS": str(lease_seconds),
+           "ENGINE_TEST_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    workers = [_worker(name, [sys.executable, "manage.py", "run_worker", "--loglevel", "INFO"], log, env)
+               for name, log in zip(("w1", "w2"), logs, strict=True)]
+    hang = tmp_path / "all.hang"
+    hang.touch()
+    try:
+        for worker, log in zip(workers, logs, strict=True):
+            wait_until(lambda w=worker, lg=log: w.poll() is not None or b"ready." in lg.read_bytes(), 30,
+                       f"worker {log.stem} to be ready")
+        response = api.post(URL, {"workflow": "t_killable"}, format="json")
+        assert response.status_code == 201, response.content
+        pid = response.json()["id"]
+        inside = tmp_path / f"{pid}.inside"
+        wait_until(lambda: inside.exists() and inside.read_text(), 30, "a worker to be inside the step")
+        victim = int(inside.read_text())
+        assert victim in {w.pid for w in workers}
+        os.kill(victim, 9)  # SIGKILL in the middle of the step: its write is done but not committed
+        killed_at = time.monotonic()
+        hang.unlink()
+
+        # The scheduler's sweep, every `sweep_every` seconds, as run_scheduler does.
+        def recovered() -> bool:
+            recover_stalled_processes()
+            time.sleep(sweep_every)
+            return Process.objects.get(pk=pid).status == ProcessStatus.COMPLETED
+
+        wait_until(recovered, 30, "the other worker to finish the process")
+        took = time.monotonic() - killed_at
+    finally:
+        hang.unlink(missing_ok=True)
+        _stop(workers)
+        queue.flushdb()
+
+    # Within the lease plus a sweep (and the few steps left, and a slow machine's margin).
+    assert took < lease_seconds + sweep_every + 5, took
+    counts = step_counts(pid)
+    assert counts == Counter({"Start": 1, "Write A": 1, "Write, then hang while the hang file exists": 1,
+                              "Write C": 1, "Done": 1}), counts
+    for effect in ("a", "hang", "c"):
+        assert ResourceType.objects.filter(resource_type=f"{effect}-{pid}").count() == 1
