@@ -213,3 +213,29 @@ def pause_the_engine() -> State:
 @workflow("Engine test: the engine is paused in the middle")
 def t_paused_midway() -> StepList:
     return begin >> write_a >> pause_the_engine >> write_c
+
+
+def _nap(process_id: str, n: int) -> State:
+    effect(f"nap{n}-{process_id}")
+    time.sleep(float(os.environ.get("ENGINE_TEST_NAP_SECONDS", "0.3")))
+    return {}
+
+
+@step("Nap 1")
+def nap_1(process_id: str) -> State:
+    return _nap(process_id, 1)
+
+
+@step("Nap 2")
+def nap_2(process_id: str) -> State:
+    return _nap(process_id, 2)
+
+
+@step("Nap 3")
+def nap_3(process_id: str) -> State:
+    return _nap(process_id, 3)
+
+
+@workflow("Engine test: three steps that take a moment (pause while they run)")
+def t_naps() -> StepList:
+    return begin >> nap_1 >> nap_2 >> nap_3

@@ -92,3 +92,46 @@ def test_pause_stops_a_process_at_a_step_boundary_and_resuming_the_engine_contin
     process.refresh_from_db()
     assert process.status == "completed"
     assert effects(f"c-{process.process_id}") == [f"c-{process.process_id}"]
+
+
+@pytest.mark.requires_postgres
+def test_pause_with_processes_running_stops_them_at_a_step_boundary_and_unpause_completes_them(settings):
+    import time as clock
+
+    from processes.errors import EnginePaused
+    from processes.executors import threadpool
+
+    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "THREADPOOL_WORKERS": 4}
+
+    def wait_for(condition, what: str, timeout: float = 30) -> None:
+        deadline = clock.monotonic() + timeout
+        while not condition():
+            assert clock.monotonic() < deadline, f"timed out waiting for {what}"
+            clock.sleep(0.05)
+
+    try:
+        ids = [start_process("t_naps").process_id for _ in range(4)]
+        wait_for(lambda: ProcessLease.objects.filter(process_id__in=ids).count() == 4, "4 runs to hold leases")
+
+        status = set_engine_paused(True, by="ops")
+
+        assert (status.status, status.running_processes) == ("pausing", 4)
+        with pytest.raises(EnginePaused):
+            start_process("t_naps")
+        wait_for(lambda: engine_status().status == "paused", "the engine to be paused")
+        stopped = list(Process.objects.filter(pk__in=ids).values_list("status", flat=True))
+        assert stopped == ["running"] * 4  # stopped between steps, none finished
+        clock.sleep(0.5)
+        rows_while_paused = ProcessStep.objects.filter(process_id__in=ids).count()
+        clock.sleep(0.5)
+        assert ProcessStep.objects.filter(process_id__in=ids).count() == rows_while_paused  # nothing moves
+
+        set_engine_paused(False, by="ops")
+
+        wait_for(lambda: Process.objects.filter(pk__in=ids, status="completed").count() == 4, "all to complete")
+    finally:
+        set_engine_paused(False)
+        threadpool.shutdown()
+    for pid in ids:
+        assert [name for name, _ in log(Process.objects.get(pk=pid))] == ["Start", "Nap 1", "Nap 2", "Nap 3", "Done"]
+        assert effects(f"nap1-{pid}") == [f"nap1-{pid}"]
