@@ -60,3 +60,37 @@ def test_bench_engine_refuses_while_the_engine_is_paused():
     with pytest.raises(CommandError, match="engine is paused"):
         call_command("bench_engine", processes=1, steps=1, stdout=StringIO())
     assert not Process.objects.exists()
+
+
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_bench_engine_threadpool_reports_a_line_per_worker_count_and_leaves_nothing_behind():
+    out = StringIO()
+
+    call_command("bench_engine", processes=3, steps=2, executor="threadpool", workers="1,2", timeout=60,
+                 stdout=out, stderr=StringIO())
+
+    output = out.getvalue()
+    assert re.search(r"^baseline: .* = [\d,]+ steps/s", output, re.MULTILINE), output
+    for count in (1, 2):
+        # 3 processes x (Start + 2 steps + Done)
+        assert re.search(rf"^workers={count}: 12 steps in \d+\.\d+ s = [\d,]+ steps/s$", output, re.MULTILINE), output
+    assert not Process.objects.exists()
+    assert not Workflow.objects.filter(name__startswith="bench_noop_").exists()
+    assert not {"bench_baseline_process", "bench_baseline_step"} & _tables()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"executor": "forkbomb"}, "--executor must be one of inline, threadpool, celery"),
+        ({"executor": "threadpool", "workers": "1,x"}, "--workers must be a comma-separated list"),
+        ({"executor": "threadpool", "workers": "0"}, "--workers must be a comma-separated list"),
+        ({"workers": "2"}, "--workers applies to --executor threadpool and celery"),
+    ],
+)
+def test_bench_engine_refuses_bad_executor_options(options, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("bench_engine", processes=1, steps=1, **options, stdout=StringIO())
+    assert not Process.objects.exists()

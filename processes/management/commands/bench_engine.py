@@ -1,35 +1,52 @@
-"""`manage.py bench_engine [--processes N] [--steps M]`: engine step throughput against a raw-SQL baseline."""
+"""`manage.py bench_engine [--processes N] [--steps M] [--executor E --workers 1,2,4]`: engine step throughput.
+
+Inline (the default) compares the engine with a raw-SQL baseline in this process; threadpool and celery
+run the processes through W threads or W Celery worker processes and report steps/s for each W.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from orchestrator_site.conf import orchestrator_setting
+from processes.bench_workflow import STEPS_ENV, declare_bench_workflow
 from processes.engine import engine_paused
+from processes.executors import threadpool
 from processes.models import Process, ProcessStatus
 from processes.services import start_process
-from workflows.dsl import State, Step, StepList, begin, step
-from workflows.models import Target, Workflow
-from workflows.registry import WorkflowSpec, unregister, workflow
+from workflows.dsl import State
+from workflows.models import Workflow
+from workflows.registry import WorkflowSpec, unregister
 
 logger = logging.getLogger(__name__)
 
 BASELINE_PROCESS = "bench_baseline_process"
 BASELINE_STEP = "bench_baseline_step"
 DELETE_CHUNK = 500
+EXECUTOR_CHOICES = ("inline", "threadpool", "celery")
+DEFAULT_BROKER = "redis://127.0.0.1:6379/6"
+UNFINISHED = (ProcessStatus.CREATED, ProcessStatus.RUNNING, ProcessStatus.RESUMED)
 
 
 @dataclass
@@ -52,25 +69,46 @@ class Command(BaseCommand):
         parser.add_argument("--steps", type=int, default=10, help="No-op body steps per process (default 10).")
         parser.add_argument("--keep", action="store_true", help="Keep the benchmark's processes afterwards.")
         parser.add_argument("--verbose-queries", action="store_true", help="Print the SQL of one engine step.")
+        parser.add_argument("--executor", default="inline",
+                            help="inline (default: runs here, compared with the baseline), threadpool (W threads "
+                                 "in this process) or celery (W worker processes, each --pool solo).")
+        parser.add_argument("--workers", default="1",
+                            help="Comma-separated worker counts W for threadpool and celery (default 1), e.g. 1,2,4.")
+        parser.add_argument("--broker", default=os.environ.get("BENCH_ENGINE_BROKER_URL", DEFAULT_BROKER),
+                            help=f"A Redis database of its own for --executor celery, flushed before and after "
+                                 f"(default {DEFAULT_BROKER}).")
+        parser.add_argument("--timeout", type=float, default=600.0,
+                            help="Seconds to wait for one worker count's processes to complete (default 600).")
 
     def handle(self, *args: Any, processes: int, steps: int, keep: bool, verbose_queries: bool,
+               executor: str = "inline", workers: str = "1", broker: str = DEFAULT_BROKER, timeout: float = 600.0,
                **options: Any) -> None:
         if processes < 1:
             raise CommandError(f"--processes must be at least 1, not {processes}")
         if steps < 1:
             raise CommandError(f"--steps must be at least 1, not {steps}")
+        if executor not in EXECUTOR_CHOICES:
+            raise CommandError(f"--executor must be one of {', '.join(EXECUTOR_CHOICES)}, not {executor!r}")
+        counts = _parse_workers(workers)
+        if executor == "inline" and counts != [1]:
+            raise CommandError("--workers applies to --executor threadpool and celery; inline runs in one thread")
+        if timeout <= 0:
+            raise CommandError(f"--timeout must be positive, not {timeout:g}")
         vendor = connection.vendor
         if vendor not in ("postgresql", "sqlite"):
             raise CommandError(f"the baseline supports PostgreSQL and SQLite only, not {vendor}")
+        if engine_paused():
+            raise CommandError("the engine is paused: resume it (admin, engine settings) before benchmarking it")
+        if executor != "inline":
+            self._handle_concurrent(executor, counts, processes, steps, keep, broker, timeout)
+            return
         if orchestrator_setting("EXECUTOR") != "inline":
             raise CommandError(
                 f"ORCHESTRATOR['EXECUTOR'] is {orchestrator_setting('EXECUTOR')!r}: the benchmark times processes run "
                 f"to the end in this process, so it needs the 'inline' executor"
             )
-        if engine_paused():
-            raise CommandError("the engine is paused: resume it (admin, engine settings) before benchmarking it")
 
-        spec = _declare_workflow(steps)
+        spec = declare_bench_workflow(steps)
         created: list[uuid.UUID] = []
         # Every logged step counts, for the engine and the baseline alike: Start (logged when the
         # process is created), the M body steps and Done, each its own transaction.
@@ -173,6 +211,108 @@ class Command(BaseCommand):
         finally:
             db.drop()
 
+    # --- threadpool and celery: W workers --------------------------------------------------------
+    def _handle_concurrent(self, executor: str, counts: list[int], processes: int, steps: int, keep: bool,
+                           broker: str, timeout: float) -> None:
+        worker_database = _worker_database_url() if executor == "celery" else ""
+        spec = declare_bench_workflow(steps)
+        created: list[uuid.UUID] = []
+        logged = steps + 2
+        total = processes * logged
+        base = dict(getattr(settings, "ORCHESTRATOR", {}) or {})
+        results: list[tuple[int, float]] = []
+        previous_disable = logging.root.manager.disable
+        logging.disable(max(previous_disable, logging.INFO))
+        try:
+            # Untimed warm-up, inline: creates the Workflow row and shows the workflow runs at all.
+            with override_settings(ORCHESTRATOR={**base, "EXECUTOR": "inline"}):
+                self._start(spec, created)
+            with override_settings(DEBUG=False):
+                with _baseline_connection() as db:
+                    baseline_seconds = self._measure_baseline(spec, processes, logged, db)
+                for count in counts:
+                    with override_settings(ORCHESTRATOR={**base, "EXECUTOR": executor, "THREADPOOL_WORKERS": count}):
+                        if executor == "threadpool":
+                            try:
+                                seconds = self._measure_round(spec, processes, count, created, timeout, lambda: None)
+                            finally:
+                                threadpool.shutdown(wait=True)
+                        else:
+                            with _celery_workers(count, steps, broker, worker_database, self.stderr) as check:
+                                seconds = self._measure_round(spec, processes, count, created, timeout, check)
+                    results.append((count, seconds))
+        finally:
+            logging.disable(previous_disable)
+            self._clean_up(spec, created, keep)
+            unregister(spec.name)
+
+        out = self.stdout
+        settings_dict = connection.settings_dict
+        where = ""
+        if connection.vendor != "sqlite":
+            where = f" ({settings_dict['HOST'] or 'local socket'}:{settings_dict['PORT'] or 'default port'})"
+        out.write(f"database:      {connection.vendor} {settings_dict['NAME']}{where}")
+        if executor == "threadpool":
+            out.write("executor:      threadpool: W threads in this process, each with its own connection")
+        else:
+            out.write(f"executor:      celery: W worker processes (manage.py run_worker --pool solo --concurrency 1), "
+                      f"broker {broker}")
+        out.write(f"workload:      {processes} processes x {steps} no-op steps; counted: all {logged} logged steps "
+                  f"per process (Start, {steps} body, Done) = {total} steps; timed from the first start to the "
+                  f"last completion")
+        out.write(f"baseline:      {total} steps in {baseline_seconds:.3f} s = {total / baseline_seconds:,.0f} steps/s "
+                  f"(one connection, per step: insert step row + update process row + commit)")
+        for count, seconds in results:
+            out.write(f"workers={count}: {total} steps in {seconds:.3f} s = {total / seconds:,.0f} steps/s")
+        if keep:
+            out.write(f"kept {len(created)} processes of workflow {spec.name}")
+
+    def _measure_baseline(self, spec: WorkflowSpec, processes: int, logged: int, db: _BaselineDB) -> float:
+        try:
+            db.create()
+            started = time.perf_counter()
+            for _ in range(processes):
+                _baseline_process(db, spec.name, logged)
+            return time.perf_counter() - started
+        finally:
+            db.drop()
+
+    def _measure_round(self, spec: WorkflowSpec, processes: int, count: int, created: list[uuid.UUID],
+                       timeout: float, check: Callable[[], None]) -> float:
+        # Untimed warm-up: about one process per worker (connections, caches).
+        self._run_all(spec, count, created, timeout, check, None)
+        started = time.perf_counter()
+        self._run_all(spec, processes, created, timeout, check, f"workers={count}")
+        return time.perf_counter() - started
+
+    def _run_all(self, spec: WorkflowSpec, processes: int, created: list[uuid.UUID], timeout: float,
+                 check: Callable[[], None], label: str | None) -> None:
+        """Start `processes` processes (the executor runs them) and wait until all of them have ended."""
+        ids: list[uuid.UUID] = []
+        for _ in range(processes):
+            process_id = start_process(spec.name).process_id
+            ids.append(process_id)
+            created.append(process_id)
+        started = time.monotonic()
+        report = started + 2
+        while True:
+            check()
+            ended = list(Process.objects.filter(pk__in=ids).exclude(status__in=UNFINISHED)
+                         .values_list("status", "failed_reason"))
+            bad = [(status, reason) for status, reason in ended if status != ProcessStatus.COMPLETED]
+            if bad:
+                raise CommandError(f"{len(bad)} benchmark process(es) did not complete: the first ended "
+                                   f"{bad[0][0]}: {bad[0][1] or 'no reason given'}")
+            if len(ended) == len(ids):
+                return
+            now = time.monotonic()
+            if now - started > timeout:
+                raise CommandError(f"timed out after {timeout:g} s: {len(ended)}/{len(ids)} processes completed")
+            if label and now >= report:
+                self.stderr.write(f"  {label}: {len(ended)}/{len(ids)} processes completed, {now - started:.1f} s")
+                report = now + 2
+            time.sleep(0.05)
+
     # --- cleanup ---------------------------------------------------------------------------------
     def _clean_up(self, spec: WorkflowSpec, created: list[uuid.UUID], keep: bool) -> None:
         if keep:
@@ -214,23 +354,112 @@ def _baseline_process(db: _BaselineDB, workflow_name: str, logged: int) -> None:
         db.commit()
 
 
-def _declare_workflow(steps: int) -> WorkflowSpec:
-    """A system workflow of `steps` no-op steps, each returning a tiny dict."""
+def _parse_workers(value: str) -> list[int]:
+    """"1,2,4" -> [1, 2, 4]: positive integers, each once."""
+    try:
+        counts = [int(part) for part in str(value).split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise CommandError(f"--workers must be a comma-separated list of distinct positive integers "
+                           f"such as 1,2,4, not {value!r}")
+    return counts
 
-    def noop(position: int) -> Step:
-        @step(f"Step {position}")
-        def body() -> State:
-            return {"bench_step": position}
 
-        return body
+def _worker_database_url() -> str:
+    """DATABASE_URL for the Celery workers: this command's database (the test database under pytest)."""
+    s = connection.settings_dict
+    if connection.vendor == "postgresql":
+        auth = quote(s["USER"] or "", safe="")
+        if s.get("PASSWORD"):
+            auth += ":" + quote(s["PASSWORD"], safe="")
+        query = "?server_side_binding=false" if (s.get("OPTIONS") or {}).get("server_side_binding") is False else ""
+        return (f"postgres://{auth + '@' if auth else ''}{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/"
+                f"{quote(s['NAME'], safe='')}{query}")
+    name = str(s["NAME"])
+    if name == ":memory:" or name.startswith("file:") or "mode=memory" in name:
+        raise CommandError("--executor celery needs a database its worker processes can open: PostgreSQL "
+                           "or an SQLite file, not an in-memory SQLite database")
+    return f"sqlite:///{Path(name).resolve()}"
 
-    def bench() -> StepList:
-        chain = begin
-        for position in range(1, steps + 1):
-            chain = chain >> noop(position)
-        return chain
 
-    return workflow(f"Benchmark: {steps} no-op steps", target=Target.SYSTEM, name=f"bench_noop_{steps}")(bench)
+def _use_broker(url: str) -> None:
+    """Point this process's Celery app at `url` (its cached connection and producer pools too)."""
+    from kombu import pools as kombu_pools
+
+    from orchestrator_site.celery import app
+
+    kombu_pools.reset()
+    app._pool = None
+    app.amqp._producer_pool = None
+    app.conf.broker_url = url
+
+
+@contextmanager
+def _celery_workers(count: int, steps: int, broker: str, database_url: str,
+                    stderr: Any) -> Iterator[Callable[[], None]]:
+    """`count` Celery workers (one process, --pool solo, each), ready; stopped (terminate, then kill) after."""
+    import redis
+
+    from orchestrator_site.celery import app
+
+    queue = redis.Redis.from_url(broker)
+    try:
+        queue.flushdb()
+    except redis.RedisError as exc:
+        raise CommandError(f"--executor celery needs its own Redis database at {broker} ({exc})") from exc
+    env = {**os.environ, "DATABASE_URL": database_url, "CELERY_BROKER_URL": broker, "ORCHESTRATOR_EXECUTOR": "celery",
+           STEPS_ENV: str(steps), "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+    base_dir = Path(settings.BASE_DIR)
+    logs = Path(tempfile.mkdtemp(prefix="bench_engine_"))
+    original = app.conf.broker_url
+    workers: list[tuple[subprocess.Popen[bytes], Path]] = []
+    failed = True
+
+    def tails() -> str:
+        return "\n".join(f"--- {log.name}:\n{log.read_text(errors='replace')[-2000:]}" for _, log in workers)
+
+    def check() -> None:
+        dead = [log.name for worker, log in workers if worker.poll() is not None]
+        if dead:
+            raise CommandError(f"Celery worker(s) {', '.join(dead)} exited:\n{tails()}")
+
+    try:
+        for number in range(1, count + 1):
+            log = logs / f"w{number}.log"
+            command = [sys.executable, str(base_dir / "manage.py"), "run_worker", "--concurrency", "1",
+                       "--pool", "solo", "--loglevel", "INFO", "--hostname", f"bench{number}@%h",
+                       "--include", "processes.bench_workflow"]
+            with log.open("wb") as handle:
+                workers.append((subprocess.Popen(command, cwd=base_dir, env=env, stdout=handle,
+                                                 stderr=subprocess.STDOUT), log))
+        deadline = time.monotonic() + 60
+        for _worker, log in workers:
+            while b"ready." not in log.read_bytes():
+                check()
+                if time.monotonic() > deadline:
+                    raise CommandError(f"Celery worker {log.name} not ready after 60 s:\n{tails()}")
+                time.sleep(0.1)
+        _use_broker(broker)
+        yield check
+        failed = False
+    finally:
+        for worker, _ in workers:
+            if worker.poll() is None:
+                worker.terminate()  # warm shutdown
+        for worker, _ in workers:
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        _use_broker(original)
+        with suppress(redis.RedisError):
+            queue.flushdb()
+        if failed:
+            stderr.write(f"Celery worker logs kept in {logs}")
+        else:
+            shutil.rmtree(logs, ignore_errors=True)
 
 
 def _split_transactions(queries: list[str], steps: int) -> StepQueries:
