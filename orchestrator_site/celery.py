@@ -1,4 +1,10 @@
-"""The Celery app: workers run processes from ids on the broker (`celery -A orchestrator_site worker`)."""
+"""The Celery app: workers run processes from ids on the broker (`celery -A orchestrator_site worker`).
+
+`celery -A orchestrator_site beat` is the scheduler for a Celery setup: it sends processes.scheduler_tick
+(retries due, recovery of stalled runs, scheduled tasks; see processes/scheduler.py) to the workers every
+ORCHESTRATOR["SWEEP_INTERVAL_SECONDS"]. Run one beat; a second one would only tick twice as often, which
+is safe (every piece of a tick is done once) but wasteful.
+"""
 
 from __future__ import annotations
 
@@ -12,3 +18,20 @@ app = Celery("orchestrator_site")
 # Every Celery setting lives in Django's settings as CELERY_<NAME> (see settings.py, "Celery").
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def beat_schedule() -> dict[str, dict[str, object]]:
+    from orchestrator_site.conf import orchestrator_setting
+
+    interval = float(orchestrator_setting("SWEEP_INTERVAL_SECONDS"))
+    return {
+        "orchestrator-scheduler-tick": {
+            "task": "processes.scheduler_tick",
+            "schedule": interval,
+            # A tick nobody picked up before the next one is due is dropped, not run late in a burst.
+            "options": {"expires": interval},
+        }
+    }
+
+
+app.conf.beat_schedule = beat_schedule()

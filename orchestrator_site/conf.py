@@ -30,6 +30,29 @@ DEFAULTS: dict[str, Any] = {
     # A runner holds a process's lease this long, renewed at every step; when it lapses (the runner
     # died, or one step ran longer than this), the recovery sweep hands the process to the executor again.
     "LEASE_SECONDS": 300.0,
+    # How often the scheduler does its periodic work (retry waiting processes whose backoff is due, recover
+    # processes whose run died, start scheduled tasks): `manage.py run_scheduler`, Celery beat
+    # (task processes.scheduler_tick) and the embedded scheduler thread all tick this often.
+    "SWEEP_INTERVAL_SECONDS": 10.0,
+    # Run the scheduler as a daemon thread inside the web process (the embedded setup, no other process
+    # needed). Only the serving process starts it (runserver, or the WSGI/ASGI application), never
+    # manage.py migrate/test/shell. Several web processes may each run one: they never do a job twice.
+    "EMBEDDED_SCHEDULER": False,
+    # When the scheduler starts each system task: {task name: schedule}. A schedule is "daily HH:MM" (in
+    # TIME_ZONE) or "every N minutes" (N from 1 to 1440, counted from midnight UTC). A task runs at most
+    # once per period, however many schedulers run; a period missed while no scheduler ran is made up once
+    # at the next tick. Leave a task out (or give it "off") to never schedule it. From the environment:
+    # ORCHESTRATOR_SCHEDULE="task_validate_subscriptions=daily 02:00;task_clean_up_tasks=every 60 minutes".
+    "SCHEDULE": {
+        "task_validate_subscriptions": "daily 02:00",
+        "task_clean_up_tasks": "daily 03:00",
+    },
+    # task_clean_up_tasks deletes completed tasks' processes (with their logs) this many days after they
+    # finished. Workflows' processes are never deleted: they are the audit record of their subscriptions.
+    "TASK_RETENTION_DAYS": 30,
+    # ... and idempotency keys this many hours after their request (never fewer than 24: a client may
+    # repeat a start with the same key for a day).
+    "IDEMPOTENCY_KEY_RETENTION_HOURS": 24,
     # The largest request body the API accepts, in bytes; a larger one is answered 413.
     "API_MAX_BODY_BYTES": 1024 * 1024,
     # The most items one page of an API list may hold (?limit=), whatever the client asks.

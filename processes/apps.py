@@ -12,4 +12,7 @@ class ProcessesConfig(AppConfig):
 
     def ready(self) -> None:
         # The admin pages processes add to other apps' models, and the engine page.
-        from processes import admin_engine, admin_subscriptions  # noqa: F401
+        from processes import admin_engine, admin_subscriptions, scheduler_thread  # noqa: F401
+
+        # Only with ORCHESTRATOR["EMBEDDED_SCHEDULER"], and only in a process serving requests.
+        scheduler_thread.maybe_start()

@@ -18,8 +18,9 @@ from processes.models import IdempotencyKey, Process
 
 logger = logging.getLogger(__name__)
 
-# How long a key is kept at the least. Nothing deletes keys yet (cleanup is a later issue); a cleanup
-# job must keep every key younger than this, so a client may repeat a request for a day.
+# How long a key is kept at the least: task_clean_up_tasks (workflows/scheduled.py) deletes keys older
+# than ORCHESTRATOR["IDEMPOTENCY_KEY_RETENTION_HOURS"] but never younger than this, so a client may repeat
+# a request for a day.
 IDEMPOTENCY_KEY_KEEP = timedelta(hours=24)
 MAX_KEY_LENGTH = IdempotencyKey._meta.get_field("key").max_length or 255
 HEADER = "Idempotency-Key"

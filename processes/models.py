@@ -221,7 +221,8 @@ class IdempotencyKey(models.Model):
 
     Unique per (user, key); `body_hash` is the SHA-256 of the request body as canonical JSON, so the same
     key with another body is told apart (and refused). Rows are kept at least IDEMPOTENCY_KEY_KEEP (24 h)
-    after `created_at`; nothing deletes them yet (cleanup is a later issue), and an older key still answers.
+    after `created_at`; the scheduled task_clean_up_tasks deletes older ones (an older key still answers
+    until then).
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
@@ -254,3 +255,26 @@ class ProcessLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.process_id} held by {self.owner} until {self.expires_at}"
+
+
+class ScheduledRun(models.Model):
+    """A scheduled task started for one period of its schedule (processes/scheduler.py, start_due_tasks).
+
+    Unique per (task, period start): of several schedulers ticking at once, only the first inserts the
+    row and starts the task; the others' inserts fail and they skip it. The row is written in the same
+    transaction as the task's process, so a start that is refused leaves no row and is tried again at the
+    next tick. Rows are deleted by task_clean_up_tasks, like the tasks they started.
+    """
+
+    task = models.CharField(max_length=100)
+    period_start = models.DateTimeField()
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Null once task_clean_up_tasks deleted the task's process (the row still marks the period as done).
+    process = models.ForeignKey(Process, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-period_start", "task"]
+        constraints = [models.UniqueConstraint(fields=["task", "period_start"], name="unique_scheduled_run_per_period")]
+
+    def __str__(self) -> str:
+        return f"{self.task} for the period from {self.period_start}"

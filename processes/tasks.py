@@ -12,3 +12,13 @@ from processes.engine import run_process
 @app.task(name="processes.run_process", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_process_task(process_id: str) -> None:
     run_process(process_id)
+
+
+# Sent by Celery beat every SWEEP_INTERVAL_SECONDS (orchestrator_site/celery.py). Not acks_late: a tick
+# lost with its worker is simply done by the next one; expires: ticks queued up while no worker listened
+# are dropped rather than run in a burst.
+@app.task(name="processes.scheduler_tick", ignore_result=True)
+def scheduler_tick_task() -> str:
+    from processes.scheduler import tick
+
+    return str(tick())

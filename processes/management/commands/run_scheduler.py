@@ -5,28 +5,43 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandError
+from django.db import close_old_connections
+
+from orchestrator_site.conf import orchestrator_setting
 from processes.management.commands._base import ProcessCommand
-from processes.scheduler import recover_stalled_processes, retry_due_processes
+from processes.scheduler import parse_schedule, tick
 
 
 class Command(ProcessCommand):
     help = (
-        "Retry waiting processes when their backoff is due and recover running processes whose run died "
-        "(lease lapsed); loops every --interval seconds (or once)."
+        "Retry waiting processes when their backoff is due, recover running processes whose run died "
+        "(lease lapsed) and start the scheduled tasks (ORCHESTRATOR['SCHEDULE']) when due; loops every "
+        "--interval seconds (or once). Any number of schedulers may run at once."
     )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--once", action="store_true", help="Do one sweep and exit.")
-        parser.add_argument("--interval", type=float, default=5.0, help="Seconds between sweeps (default 5).")
+        parser.add_argument(
+            "--interval", type=float, default=None,
+            help="Seconds between sweeps (default ORCHESTRATOR['SWEEP_INTERVAL_SECONDS'], 10).",
+        )
 
-    def handle(self, *args: Any, once: bool, interval: float, **options: Any) -> None:
+    def handle(self, *args: Any, once: bool, interval: float | None, **options: Any) -> None:
+        if interval is None:
+            interval = float(orchestrator_setting("SWEEP_INTERVAL_SECONDS"))
+        try:
+            parse_schedule()  # a bad SCHEDULE stops the command here, with the setting named
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
         while True:
-            retried = retry_due_processes()
-            recovered = recover_stalled_processes()
-            if retried or recovered or once:
-                self.stdout.write(
-                    f"retried {len(retried)} waiting process(es), recovered {len(recovered)} stalled one(s)"
-                )
+            report = tick()
+            if report.retried or report.recovered or report.started or report.failed or once:
+                self.stdout.write(str(report))
             if once:
+                if report.failed:
+                    raise CommandError(f"the sweep failed in {', '.join(report.failed)} (logged above)")
                 return
+            close_old_connections()
             time.sleep(interval)

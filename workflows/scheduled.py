@@ -1,0 +1,110 @@
+"""System tasks the scheduler starts (ORCHESTRATOR["SCHEDULE"]): nightly validation and clean-up.
+
+Both can also be started by hand like any task. Their steps import from the processes app inside the step,
+never at module level: the workflows app is imported by processes (models, engine), not the reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from orchestrator_site.conf import orchestrator_setting
+from orchestrator_site.errors import OrchestratorError
+from subscriptions.lifecycle import SubscriptionLifecycle
+from subscriptions.models import Subscription
+from workflows.dsl import State, StepList, begin, step
+from workflows.models import Target
+from workflows.registry import all_workflows, task
+
+logger = logging.getLogger(__name__)
+
+# The state keeps counts and at most this many ids: a task's state is logged with every step.
+MAX_IDS_IN_STATE = 20
+
+
+@step("Start validate workflows")
+def start_validations(created_by: str) -> State:
+    """Start the validate workflow of every active, in-sync subscription whose product has one.
+
+    A start that is refused (the subscription went out of sync meanwhile, or another reason) is counted,
+    not failed: the next run tries again.
+    """
+    # Imported here, not at module level: processes imports workflows, and must be loaded first.
+    from processes.services import start_process
+
+    started = 0
+    refused: list[str] = []
+    for spec in all_workflows().values():
+        if spec.target != Target.VALIDATE:
+            continue
+        subscriptions = Subscription.objects.filter(insync=True, status=SubscriptionLifecycle.ACTIVE)
+        if spec.product_types:
+            subscriptions = subscriptions.filter(product__product_type__in=spec.product_types)
+        for subscription_id in subscriptions.order_by("pk").values_list("pk", flat=True):
+            try:
+                start_process(spec.name, subscription_id=subscription_id, by=created_by)
+            except OrchestratorError as exc:  # refused: nothing was written (its savepoint rolled back)
+                logger.info("validation of subscription %s not started: %s", subscription_id, exc)
+                refused.append(str(subscription_id))
+            else:
+                started += 1
+    logger.info("validate workflows: %d started, %d refused", started, len(refused))
+    return {
+        "validations_started": started,
+        "validations_refused": len(refused),
+        "refused_subscriptions": refused[:MAX_IDS_IN_STATE],
+    }
+
+
+@task("Start the validate workflow of every in-sync active subscription")
+def task_validate_subscriptions() -> StepList:
+    return begin >> start_validations
+
+
+@step("Delete old completed tasks and idempotency keys")
+def delete_old_tasks() -> State:
+    """Completed tasks' processes (with their logs) older than TASK_RETENTION_DAYS, idempotency keys older
+    than IDEMPOTENCY_KEY_RETENTION_HOURS (at least IDEMPOTENCY_KEY_KEEP), and old ScheduledRun rows.
+
+    Workflows' processes are kept: they are the audit record of their subscriptions' changes.
+    """
+    # Imported here, not at module level: processes imports workflows, and must be loaded first.
+    from processes.idempotency import IDEMPOTENCY_KEY_KEEP
+    from processes.models import IdempotencyKey, Process, ProcessStatus, ScheduledRun
+
+    now = timezone.now()
+    task_days = float(orchestrator_setting("TASK_RETENTION_DAYS"))
+    task_cutoff = now - timedelta(days=task_days)
+    key_cutoff = now - max(timedelta(hours=float(orchestrator_setting("IDEMPOTENCY_KEY_RETENTION_HOURS"))),
+                           IDEMPOTENCY_KEY_KEEP)
+
+    # A task started with an idempotency key younger than its retention is kept with it (the key would go
+    # with the process), so a client repeating that start still gets the same process.
+    recent_key = IdempotencyKey.objects.filter(process=OuterRef("pk"), created_at__gte=key_cutoff)
+    _, deleted = Process.objects.filter(
+        is_task=True, status=ProcessStatus.COMPLETED, last_modified_at__lt=task_cutoff
+    ).exclude(Exists(recent_key)).delete()
+    tasks_deleted = deleted.get(Process._meta.label, 0)
+    # Keys of the deleted tasks went with them (cascade); these are the old keys of everything else.
+    keys_deleted, _ = IdempotencyKey.objects.filter(created_at__lt=key_cutoff).delete()
+    # A schedule's period is at most a day: rows two days old can no longer stop a run twice.
+    runs_cutoff = now - max(timedelta(days=task_days), timedelta(days=2))
+    runs_deleted, _ = ScheduledRun.objects.filter(period_start__lt=runs_cutoff).delete()
+    logger.info("clean-up: deleted %d completed task(s), %d idempotency key(s), %d scheduled run row(s)",
+                tasks_deleted, keys_deleted, runs_deleted)
+    return {
+        "tasks_deleted": tasks_deleted,
+        "idempotency_keys_deleted": keys_deleted,
+        "scheduled_runs_deleted": runs_deleted,
+        "tasks_completed_before": task_cutoff.isoformat(),
+        "idempotency_keys_created_before": key_cutoff.isoformat(),
+    }
+
+
+@task("Delete completed tasks and idempotency keys past their retention")
+def task_clean_up_tasks() -> StepList:
+    return begin >> delete_old_tasks
