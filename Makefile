@@ -33,7 +33,7 @@ run: setup
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py load_demo
 	$(PY) manage.py demo_login
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	ORCHESTRATOR_EXECUTOR=threadpool ORCHESTRATOR_EMBEDDED_SCHEDULER=true $(PY) manage.py runserver $(HOST):$(PORT)
 
 test: setup
 	@$(PY) manage.py shell -v0 -c "from django.db import connection; print('==> tests on', connection.vendor, connection.settings_dict['NAME'])"
