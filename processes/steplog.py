@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -82,7 +83,7 @@ _STEP_COLUMNS = ("process", "name", "status", "state", "created_by", "started_at
 
 @cache
 def _advance_sql(vendor: str, with_status: bool, lease: str) -> tuple[str, ...]:
-    """The statements of advance(); `lease` is "renew" (the run goes on) or "release" (it ends here)."""
+    """The statements of advance(); `lease` is "renew", "keep" (renewed recently) or "release" (the run ends)."""
     p, s, lt = _table(Process), _table(ProcessStep), _table(ProcessLease)
     sets = [f"{_column(Process, n)} = %s" for n in ("current_step", "last_step", "current_attempt",
                                                       "last_modified_at")]
@@ -91,9 +92,10 @@ def _advance_sql(vendor: str, with_status: bool, lease: str) -> tuple[str, ...]:
                  f"{_column(Process, 'traceback')} = ''"]
     update = f"UPDATE {p} SET {', '.join(sets)} WHERE {_column(Process, 'process_id')} = %s"
     lease_where = f"{_column(ProcessLease, 'process')} = %s AND {_column(ProcessLease, 'owner')} = %s"
+    lease_sql = ""
     if lease == "renew":
         lease_sql = f"UPDATE {lt} SET {_column(ProcessLease, 'expires_at')} = %s WHERE {lease_where}"
-    else:
+    elif lease == "release":
         lease_sql = f"DELETE FROM {lt} WHERE {lease_where}"
     # error, error_type and traceback are NOT NULL text columns: a success leaves them empty.
     step_columns = [_column(ProcessStep, n) for n in (*_STEP_COLUMNS, "error", "error_type", "traceback")]
@@ -103,8 +105,9 @@ def _advance_sql(vendor: str, with_status: bool, lease: str) -> tuple[str, ...]:
     )
     if vendor == "postgresql":
         # One round trip: the process update and the lease ride along with the log insert.
-        return (f"WITH moved AS ({update}), leased AS ({lease_sql}) {insert}",)
-    return (update, lease_sql, insert)
+        leased = f", leased AS ({lease_sql})" if lease_sql else ""
+        return (f"WITH moved AS ({update}){leased} {insert}",)
+    return (update, lease_sql, insert) if lease_sql else (update, insert)
 
 
 def advance(locked: Locked, *, step_name: str, step_status: str, state: dict[str, Any], started: datetime,
@@ -120,31 +123,46 @@ def advance(locked: Locked, *, step_name: str, step_status: str, state: dict[str
     if new_status is not None:
         update_params.append(new_status)
     update_params.append(pid)
-    lease_params = [] if last else [prep.when(lease.renewed())]
-    lease_params += [pid, lease.owner]
+    lease_action = "release" if last else "renew" if lease.due() else "keep"
+    lease_params = [prep.when(lease.renewed())] if lease_action == "renew" else []
+    if lease_action != "keep":
+        lease_params += [pid, lease.owner]
     insert_params = [
         pid, step_name, step_status, prep.state(state), locked.acting_user, prep.when(started),
         prep.when(finished), locked.current_attempt,
     ]
-    statements = _advance_sql(connection.vendor, new_status is not None, "release" if last else "renew")
+    statements = _advance_sql(connection.vendor, new_status is not None, lease_action)
     with connection.cursor() as cursor:
         if len(statements) == 1:
             cursor.execute(statements[0], update_params + lease_params + insert_params)
         else:
-            for sql, params in zip(statements, (update_params, lease_params, insert_params), strict=True):
+            params_of = (update_params, lease_params, insert_params) if lease_action != "keep" else (
+                update_params, insert_params)
+            for sql, params in zip(statements, params_of, strict=True):
                 cursor.execute(sql, params)
+    if lease_action == "renew":
+        lease.mark_renewed()
 
 
 # --- leases: who runs a process now ------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass
 class Lease:
-    """A run's claim on a process: its owner token, and how long each claim or renewal lasts."""
+    """A run's claim on a process: its owner token, how long each claim or renewal lasts, and when it was
+    last renewed (so that fast steps do not each pay for a renewal)."""
 
     owner: str
     seconds: float
+    renewed_at: float = field(default_factory=time.monotonic)
 
     def renewed(self) -> datetime:
         return timezone.now() + timedelta(seconds=self.seconds)
+
+    def due(self) -> bool:
+        # A third of the lease gone: renew now, leaving two thirds as margin for the step to come.
+        return time.monotonic() - self.renewed_at > self.seconds / 3
+
+    def mark_renewed(self) -> None:
+        self.renewed_at = time.monotonic()
 
 
 def new_lease() -> Lease:
