@@ -27,9 +27,32 @@ DEFAULTS: dict[str, Any] = {
     "RETRYSTEP_MAX_TRIES": 5,
     "RETRYSTEP_BACKOFF_SECONDS": 5.0,
     "RETRYSTEP_BACKOFF_MAX_SECONDS": 3600.0,
-    # A runner holds a process's lease this long, renewed at every step; when it lapses (the runner
-    # died, or one step ran longer than this), the recovery sweep hands the process to the executor again.
+    # A run holds a process's lease this long, renewed with its steps. When the lease lapsed and no step
+    # of the process is in progress (a step in progress holds the process row's lock, which PostgreSQL
+    # lets go when the run's connection dies), the run died: the recovery sweep hands the process over.
     "LEASE_SECONDS": 300.0,
+    # A process whose run died is handed over at most this many times in a row at the same step (no
+    # step finished in between: a worker that keeps crashing there, or an outcome that could not be
+    # recorded); then it is failed, saying so, instead of running that step again without end.
+    "RECOVERY_MAX_TIMES": 5,
+    # A process handed to the executor that no worker has taken yet (its message may have been lost) is
+    # handed over again after RESEND_AFTER_SECONDS, then twice as long each time (at most
+    # RESEND_BACKOFF_MAX_SECONDS), at most RESEND_MAX_TIMES times; then it is failed, saying no worker
+    # took it (a retry hands it over again).
+    "RESEND_AFTER_SECONDS": 300.0,
+    "RESEND_BACKOFF_MAX_SECONDS": 3600.0,
+    "RESEND_MAX_TIMES": 10,
+    # A run that loses its database connection (server restart, fail-over, a killed backend) in a step
+    # reconnects and runs that step again (its transaction rolled back, so nothing of it was kept), up to
+    # DB_RECONNECT_TRIES times in a row, waiting DB_RECONNECT_BACKOFF_SECONDS, then twice as long each time
+    # (at most DB_RECONNECT_BACKOFF_MAX_SECONDS); then the process is failed with the reason.
+    "DB_RECONNECT_TRIES": 5,
+    "DB_RECONNECT_BACKOFF_SECONDS": 0.5,
+    "DB_RECONNECT_BACKOFF_MAX_SECONDS": 10.0,
+    # How long an operator's action (retry, skip, abort, delete) or a run taking a process waits for the
+    # process row's lock. Longer means a step is running: the action says so (an abort is then done at
+    # the step's end) rather than waiting for the whole step.
+    "LOCK_WAIT_SECONDS": 2.0,
     # How often the scheduler does its periodic work (retry waiting processes whose backoff is due, recover
     # processes whose run died, start scheduled tasks): `manage.py run_scheduler`, Celery beat
     # (task processes.scheduler_tick) and the embedded scheduler thread all tick this often.

@@ -20,7 +20,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from orchestrator_site.errors import InvalidInput, OrchestratorError
-from processes import engine, services
+from processes import operations, services
 from processes.admin_forms import AbortForm, SkipForm, form_for, input_from, put_errors_on
 from processes.models import (
     ABORTABLE,
@@ -356,7 +356,7 @@ class ProcessAdmin(admin.ModelAdmin):
         process = self._action_process(request, object_id, "resume")
         if not isinstance(process, Process):
             return process
-        pending = engine.pending_form(process)
+        pending = operations.pending_form(process)
         if pending is None:
             return self._refused(request, process, OrchestratorError(
                 f"Cannot resume process {process.process_id}: it is not waiting for input "
@@ -386,7 +386,10 @@ class ProcessAdmin(admin.ModelAdmin):
                 process = services.abort_process(process.pk, by=request.user, reason=form.cleaned_data["reason"])
             except (OrchestratorError, PermissionDenied) as exc:
                 return self._refused(request, process, exc)
-            messages.success(request, f"Aborted process {process.process_id}: {process.failed_reason}.")
+            if getattr(process, "abort_pending", False):
+                messages.warning(request, f"{process.abort_message}.")
+            else:
+                messages.success(request, f"Aborted process {process.process_id}: {process.failed_reason}.")
             return self._to_detail(process)
         return self._render_action(request, process, "abort", form)
 

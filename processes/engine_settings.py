@@ -8,9 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from django.db import models, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
-from processes.models import EngineSettings, ProcessLease
+from processes.leases import rows_in_use
+from processes.models import EngineSettings, ProcessLease, ProcessStatus
 from subscriptions.lifecycle import actor_name
 
 logger = logging.getLogger(__name__)
@@ -33,13 +35,21 @@ class EngineStatus:
 
 
 def engine_status() -> EngineStatus:
-    """Paused or not, the processes still running, and who last switched the engine (two queries, no write)."""
+    """Paused or not, the processes still running, and who last switched the engine (a few reads, no write)."""
     # Read without get_or_create: a status read (health checks, GETs) must not write.
     row = EngineSettings.objects.filter(id=1).values_list("paused", "changed_by", "changed_at").first()
     paused, changed_by, changed_at = row if row is not None else (False, "", None)
-    # Running means a live run holds it (its lease): a process stopped at a step boundary by a pause
-    # keeps the status "running" but has no run, and does not keep the engine "pausing".
-    running = ProcessLease.objects.filter(expires_at__gte=timezone.now()).count()
+    # Running means a run holds it: its lease is live, or a step of it is in progress (its row is locked),
+    # however long ago its lease lapsed. A process stopped at a step boundary by a pause keeps the status
+    # "running" but has no run, and does not keep the engine "pausing"; nor does one waiting for a worker.
+    now = timezone.now()
+    claimed = ProcessLease.objects.exclude(owner="")
+    counts = claimed.aggregate(live=Count("pk", filter=Q(expires_at__gte=now)),
+                               lapsed=Count("pk", filter=Q(expires_at__lt=now)))
+    running = counts["live"]
+    if counts["lapsed"]:  # rare: a long step, or a run that died; look closer only then
+        lapsed = claimed.filter(expires_at__lt=now, process__status=ProcessStatus.RUNNING)
+        running += len(rows_in_use(lapsed.values_list("process_id", flat=True)))
     state = EngineState.RUNNING if not paused else EngineState.PAUSING if running else EngineState.PAUSED
     return EngineStatus(bool(paused), str(state), running, changed_by, changed_at)
 
@@ -62,7 +72,7 @@ def set_engine_paused(paused: bool, *, by: Any = None) -> EngineStatus:
             logger.info("engine %s by %s", "paused" if paused else "resumed", settings.changed_by)
             if not paused:
                 # Processes that stopped at a step boundary go on, once the switch is committed.
-                from processes.scheduler import continue_paused_processes
+                from processes.recovery import continue_paused_processes
 
                 transaction.on_commit(continue_paused_processes)
     return engine_status()

@@ -29,3 +29,11 @@ class StepError(Exception):
 class ExecutorUnavailable(OrchestratorError):
     status_code = 503
     default_detail = "The executor cannot take processes right now (is the broker reachable?)."
+
+
+class WorkflowRemoved(Conflict):
+    default_detail = "The process's workflow was removed from code; the process can only be aborted."
+
+
+class AlreadyRunning(WrongProcessStatus):
+    default_detail = "The process is already running (or waiting for a worker); it was already retried."

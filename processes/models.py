@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 from django_fsm import FSMField, FSMModelMixin, transition
 
@@ -116,9 +117,19 @@ class Process(FSMModelMixin, models.Model):
     def await_callback(self) -> None:
         """Wait for an external system to call back."""
 
+    @transition(field=status, source=P.WAITING, target=P.FAILED)
+    def stop_waiting(self, reason: str, traceback: str = "") -> None:
+        """Give up on a waiting process's automatic retries (refused, or they cannot be made)."""
+        self.failed_reason = reason
+        self.traceback = traceback
+        self.next_retry_at = None
+
     @transition(field=status, source=[*RETRYABLE, P.SUSPENDED, P.AWAITING_CALLBACK], target=P.RESUMED)
     def resume(self) -> None:
+        # The process runs again: its row no longer shows the old failure (the failed step rows keep it).
         self.next_retry_at = None
+        self.failed_reason = ""
+        self.traceback = ""
 
     @transition(field=status, source=ABORTABLE, target=P.ABORTED)
     def abort(self, reason: str = "") -> None:
@@ -241,20 +252,43 @@ class IdempotencyKey(models.Model):
 
 
 class ProcessLease(models.Model):
-    """Who is running a process now, until when. Kept apart from the process row on purpose.
+    """A running process's run record: who runs it now (or that it waits in a queue), until when, and
+    how often it had to be handed over again. Kept apart from the process row on purpose.
 
-    A runner claims the lease when it starts running a process and renews it with every step; it lets it
-    go when it stops. A lease that expired belongs to a runner that died: the recovery sweep hands the
-    process to the executor again. In a table of its own, the lease can be read and claimed while the
-    process row is locked by a step in progress.
+    - Queued (`owner` empty): the process was handed to the executor and no run has taken it yet;
+      `expires_at` is when the recovery sweep may hand it over again (`resends` counts those times).
+    - Claimed (`owner` set): a run took it; `expires_at` is the end of its lease, renewed with the steps.
+      A lease that lapsed while the process row is not locked belongs to a run that died: the sweep hands
+      the process over again and counts a recovery (`recoveries`, reset when the process moved on since:
+      `position` is the step the last run started at).
+
+    The row is deleted when a run stops cleanly. In a table of its own, it can be read and written while a
+    step in progress holds the process row's lock (an abort request, a status read).
     """
 
     process = models.OneToOneField(Process, on_delete=models.CASCADE, primary_key=True, related_name="lease")
-    owner = models.CharField(max_length=200)
+    owner = models.CharField(max_length=200, blank=True)
     expires_at = models.DateTimeField(db_index=True)
+    # Database defaults: the engine's plain-SQL inserts leave these columns out.
+    queued_at = models.DateTimeField(db_default=Now())
+    position = models.PositiveIntegerField(db_default=0)
+    recoveries = models.PositiveIntegerField(db_default=0)
+    resends = models.PositiveIntegerField(db_default=0)
+    # The last infrastructure error seen for this run (a hand-off that failed, a lost connection).
+    last_error = models.TextField(blank=True, db_default="")
+    # An abort asked for while a step was running: the run aborts the process at its next step boundary.
+    abort_requested_at = models.DateTimeField(null=True, blank=True)
+    abort_requested_by = models.CharField(max_length=150, blank=True, db_default="")
+    abort_reason = models.TextField(blank=True, db_default="")
 
     def __str__(self) -> str:
+        if self.queued:
+            return f"{self.process_id} queued since {self.queued_at} (resent {self.resends} times)"
         return f"{self.process_id} held by {self.owner} until {self.expires_at}"
+
+    @property
+    def queued(self) -> bool:
+        return not self.owner
 
 
 class ScheduledRun(models.Model):

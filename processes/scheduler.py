@@ -15,98 +15,19 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import OrchestratorError
 from processes import engine
-from processes.executors import get_executor, submit_after_commit
-from processes.models import Process, ProcessLease, ProcessStatus, ScheduledRun
+from processes.dberrors import connection_lost
+from processes.models import ScheduledRun
+from processes.recovery import SCHEDULER_ACTOR, recover_stalled_processes, retry_due_processes
 from processes.services import start_process
 from workflows.registry import all_workflows
 
-# Who starts scheduled tasks and retries waiting processes, in the log and the process's created_by.
-SCHEDULER_ACTOR = "scheduler"
-
 logger = logging.getLogger(__name__)
-
-
-def retry_due_processes(now: datetime | None = None, *, limit: int = 100) -> list[uuid.UUID]:
-    """Retry the waiting processes whose next try is due; return their ids.
-
-    Each is claimed under a row lock that skips rows another scheduler holds, so two schedulers never
-    retry one process twice.
-    """
-    now = now or timezone.now()
-    if engine.engine_paused():
-        return []
-    retried: list[uuid.UUID] = []
-    due = list(
-        Process.objects.filter(status=ProcessStatus.WAITING, next_retry_at__lte=now)
-        .order_by("next_retry_at")
-        .values_list("process_id", flat=True)[:limit]
-    )
-    for process_id in due:
-        with transaction.atomic():
-            claimed = (
-                Process.objects.select_for_update(skip_locked=True)
-                .filter(pk=process_id, status=ProcessStatus.WAITING, next_retry_at__lte=now)
-                .exists()
-            )
-            if not claimed:
-                continue
-            engine.retry(process_id, by=SCHEDULER_ACTOR)
-            submit_after_commit(process_id)
-        retried.append(process_id)
-        logger.info("process %s: automatic retry of its waiting step", process_id)
-    return retried
-
-
-def _unleased_running(now: datetime) -> object:
-    """Running processes no live run holds: no lease, or one that lapsed."""
-    live = ProcessLease.objects.filter(process=OuterRef("pk"), expires_at__gte=now)
-    return Process.objects.filter(status=ProcessStatus.RUNNING).exclude(Exists(live))
-
-
-def recover_stalled_processes(now: datetime | None = None, *, limit: int = 100) -> list[uuid.UUID]:
-    """Hand running processes whose run died (its lease lapsed) back to the executor; return their ids.
-
-    A process is only taken once its last change is older than a lease, so one just created and still
-    waiting in a queue for its first worker is left to that worker. The executor's run claims the lease
-    first: of two sweeps (or a sweep and a late worker) only one runs it.
-    """
-    now = now or timezone.now()
-    if engine.engine_paused():
-        return []  # a paused engine's processes wait, without a run, for the engine to resume
-    grace = now - timedelta(seconds=float(orchestrator_setting("LEASE_SECONDS")))
-    stalled = list(
-        _unleased_running(now).filter(last_modified_at__lt=grace)
-        .order_by("last_modified_at").values_list("process_id", flat=True)[:limit]
-    )
-    _submit(stalled, "recovered: its run stopped without finishing (lease lapsed)")
-    return stalled
-
-
-def continue_paused_processes(*, limit: int = 1000) -> list[uuid.UUID]:
-    """After the engine resumes: hand back every running process that stopped at a step boundary."""
-    if engine.engine_paused():
-        return []
-    waiting = list(_unleased_running(timezone.now()).order_by("last_modified_at")
-                   .values_list("process_id", flat=True)[:limit])
-    _submit(waiting, "continues: the engine was resumed")
-    return waiting
-
-
-def _submit(process_ids: list[uuid.UUID], why: str) -> None:
-    executor = get_executor()
-    for process_id in process_ids:
-        logger.info("process %s %s", process_id, why)
-        try:
-            executor.submit(process_id)
-        except Exception:  # one process that cannot be handed over must not stop the others
-            logger.exception("process %s: could not hand it to the executor", process_id)
 
 
 # --- scheduled tasks ---------------------------------------------------------------------------------
@@ -202,16 +123,18 @@ def parse_schedule(config: Any = None) -> list[Schedule]:
     return schedules
 
 
-def start_due_tasks(now: datetime | None = None) -> list[uuid.UUID]:
+def start_due_tasks(now: datetime | None = None, *, failures: list[str] | None = None) -> list[uuid.UUID]:
     """Start each scheduled task not yet started in its current period; return the processes started.
 
     The ScheduledRun row for (task, period) is inserted in the same transaction as the task's process: of
     several schedulers, the first to insert it starts the task; another's insert fails on the unique
     constraint (waiting for the first to commit, on PostgreSQL) and it skips the task. A start that is
     refused rolls the row back with it, so the next tick tries again; while the engine is paused nothing
-    is started (and the period's run happens once it resumes).
+    is started (and the period's run happens once it resumes). A task whose start raised unexpectedly is
+    logged (and added to `failures`) and the tasks after it are still started.
     """
     now = now or timezone.now()
+    failures = failures if failures is not None else []
     schedules = parse_schedule()
     if not schedules or engine.engine_paused():
         return []
@@ -232,6 +155,14 @@ def start_due_tasks(now: datetime | None = None) -> list[uuid.UUID]:
             continue
         except OrchestratorError as exc:
             logger.warning("scheduled task %s (%s): not started, will try again: %s", schedule.task, schedule.text, exc)
+            continue
+        except Exception as exc:
+            # Unexpected, but one task must not keep the tasks after it from starting.
+            if isinstance(exc, DatabaseError) and connection_lost(exc):
+                raise
+            logger.exception("scheduled task %s (%s): starting it raised; will try again", schedule.task,
+                             schedule.text)
+            failures.append(f"{schedule.task}: {type(exc).__name__}: {exc}")
             continue
         logger.info("process %s: scheduled task %s started (%s, period from %s)",
                     process.process_id, schedule.task, schedule.text, period)
@@ -260,12 +191,16 @@ def tick(now: datetime | None = None) -> TickReport:
     """
     now = now or timezone.now()
     report = TickReport()
+    task_failures: list[str] = []
     parts = (("retried", retry_due_processes), ("recovered", recover_stalled_processes),
-             ("started", start_due_tasks))
+             ("started", lambda when: start_due_tasks(when, failures=task_failures)))
     for name, job in parts:
         try:
             setattr(report, name, job(now))
         except Exception:
-            logger.exception("scheduler: %s failed", job.__name__)
-            report.failed.append(job.__name__)
+            label = getattr(job, "__name__", name)
+            label = "start_due_tasks" if label == "<lambda>" else label
+            logger.exception("scheduler: %s failed", label)
+            report.failed.append(label)
+    report.failed += [f"start_due_tasks ({failure})" for failure in task_failures]
     return report

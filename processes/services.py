@@ -11,8 +11,8 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from orchestrator_site.errors import Conflict, InvalidInput
-from processes import engine
-from processes.errors import WrongProcessStatus
+from processes import engine, operations
+from processes.errors import WorkflowRemoved, WrongProcessStatus
 from processes.executors import submit_after_commit
 from processes.models import FINISHED, Process, ProcessStatus, ProcessSubscription
 from subscriptions.lifecycle import actor_name
@@ -46,8 +46,21 @@ def holding_processes(subscription: Subscription) -> list[Holder]:
     return [Holder(*row) for row in rows]
 
 
-def reasons_not_startable(spec: WorkflowSpec, subscription: Subscription) -> list[tuple[int, str]]:
-    """Why `spec` cannot start on `subscription` now, as (status code, message); empty when it can."""
+def holds(holder: Holder, workflows: dict[str, WorkflowSpec] | None = None) -> bool:
+    """Whether an unfinished process keeps others off its subscription: all do, except those of workflows
+    declared usable while out of sync (read-only ones, which never take the subscription). A process whose
+    workflow left the code is counted as holding: nobody can say what it would still do."""
+    spec = (workflows if workflows is not None else all_workflows()).get(holder.workflow)
+    return spec is None or not spec.usable_while_out_of_sync
+
+
+def reasons_not_startable(spec: WorkflowSpec, subscription: Subscription, *, user: Any = None
+                          ) -> list[tuple[int, str]]:
+    """Why `spec` cannot start on `subscription` now, as (status code, message); empty when it can.
+
+    With `user`, the workflow's own authorize hook is asked too (403), so nothing is offered that a start
+    would then refuse.
+    """
     reasons: list[tuple[int, str]] = []
     product = subscription.product
     if spec.product_types and product.product_type not in spec.product_types:
@@ -55,30 +68,62 @@ def reasons_not_startable(spec: WorkflowSpec, subscription: Subscription) -> lis
     if spec.allowed_statuses and subscription.status not in spec.allowed_statuses:
         reasons.append((412, f"subscription {subscription.subscription_id} is {subscription.status}; {spec.name} "
                              f"may start only on {', '.join(spec.allowed_statuses)} subscriptions"))
-    if not subscription.insync and not spec.usable_while_out_of_sync:
-        holders = holding_processes(subscription)
-        held = (f"{holders[0].describe()} is running on it" if holders
-                else "no unfinished process holds it; staff can set it in sync")
-        reasons.append((409, f"subscription {subscription.subscription_id} is out of sync ({held})"))
+    if not spec.usable_while_out_of_sync:
+        workflows = all_workflows()
+        holders = [h for h in holding_processes(subscription) if holds(h, workflows)]
+        if not subscription.insync:
+            held = (f"{holders[0].describe()} is running on it" if holders
+                    else "no unfinished process holds it; staff can set it in sync")
+            reasons.append((409, f"subscription {subscription.subscription_id} is out of sync ({held})"))
+        elif holders:
+            # Started, not yet at its unsync step: it holds the subscription all the same.
+            reasons.append((409, f"subscription {subscription.subscription_id} is held by {holders[0].describe()}, "
+                                 f"which has not finished"))
+    if user is not None and not _allowed(spec, user, subscription):
+        reasons.append((403, f"you may not start {spec.name}"))
     return reasons
 
 
-def workflows_for(subscription: Subscription) -> list[tuple[WorkflowSpec, list[str]]]:
-    """Every workflow for the subscription's product, with the reasons it cannot start now (none: allowed)."""
+def workflows_for(subscription: Subscription, *, user: Any = None) -> list[tuple[WorkflowSpec, list[str]]]:
+    """Every workflow for the subscription's product, with the reasons it cannot start now (none: allowed);
+    with `user`, including that the workflow's authorize hook refuses them."""
     out = []
     for spec in all_workflows().values():
         if not spec.needs_subscription and not spec.usable_while_out_of_sync:
             continue
         if spec.product_types and subscription.product.product_type not in spec.product_types:
             continue
-        out.append((spec, [message for _, message in reasons_not_startable(spec, subscription)]))
+        reasons = reasons_not_startable(spec, subscription, user=user)
+        out.append((spec, [message for _, message in reasons]))
     return out
 
 
+def _allowed(spec: WorkflowSpec, user: Any, subscription: Subscription | None) -> bool:
+    # Only a real user is asked about; a name (commands, the scheduler) acts with the system's authority.
+    if spec.authorize is None or user is None or isinstance(user, str):
+        return True
+    return bool(spec.authorize(user, spec, subscription))
+
+
 def _authorize(spec: WorkflowSpec, user: Any, subscription: Subscription | None, action: str) -> None:
-    if (spec.authorize is not None and user is not None and not isinstance(user, str)
-            and not spec.authorize(user, spec, subscription)):
+    if not _allowed(spec, user, subscription):
         raise PermissionDenied(f"you may not {action} {spec.name}")
+
+
+def _authorize_process(process_id: uuid.UUID | str, user: Any, action: str, *, removed_ok: bool = False) -> None:
+    """Ask the process's workflow whether `user` may `action` it (with the subscription it works on).
+
+    A workflow removed from code is WorkflowRemoved (409) for everything but `removed_ok` actions (abort).
+    """
+    process = engine.get_process(process_id)
+    try:
+        spec = engine.spec_of(process, action)
+    except WorkflowRemoved:
+        if removed_ok:
+            return
+        raise
+    link = ProcessSubscription.objects.filter(process=process).select_related("subscription__product").first()
+    _authorize(spec, user, link.subscription if link else None, action)
 
 
 def start_process(
@@ -108,8 +153,9 @@ def start_process(
         subscription = None
         state: dict[str, Any] = dict(validated)
         if subscription_id not in (None, ""):
-            # Lock the subscription while we check and link it, so the check cannot go stale before
-            # the process exists (the unsync step still guards against racing processes).
+            # Lock the subscription while we check it and create and link the process: a second start on
+            # it waits here, then finds this process holding it (409). Of racing starts exactly one is
+            # created; the unsync step still checks again under its own lock.
             subscription = get_subscription(subscription_id, for_update=True)
             reasons = reasons_not_startable(spec, subscription)
             if reasons:
@@ -119,7 +165,7 @@ def start_process(
                 raise error(text, subscription_id=subscription.subscription_id)
             state["subscription_id"] = str(subscription.subscription_id)
         _authorize(spec, by, subscription, "start")
-        process = engine.create_process(spec, state, by=by, user_input=validated)
+        process = operations.create_process(spec, state, by=by, user_input=validated)
         if subscription is not None:
             ProcessSubscription.objects.create(process=process, subscription=subscription)
         submit_after_commit(process.process_id)
@@ -128,23 +174,25 @@ def start_process(
 
 
 def retry_process(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
-    process = engine.get_process(process_id)
-    _authorize(get_workflow(process.workflow.name), by, None, "retry")
+    _authorize_process(process_id, by, "retry")
     with transaction.atomic():
-        process = engine.retry(process_id, by=by)
+        process = operations.retry(process_id, by=by)
         submit_after_commit(process.process_id)
     return engine.get_process(process.process_id)
 
 
 def resume_process(process_id: uuid.UUID | str, user_input: Any, *, by: Any = None) -> Process:
+    _authorize_process(process_id, by, "resume")
     with transaction.atomic():
-        process = engine.resume(process_id, user_input, by=by)
+        process = operations.resume(process_id, user_input, by=by)
         submit_after_commit(process.process_id)
     return engine.get_process(process.process_id)
 
 
 def abort_process(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Process:
-    return engine.abort(process_id, by=by, reason=reason)
+    """Abort now, or, while a step runs, at that step's end (the result's `abort_pending` says which)."""
+    _authorize_process(process_id, by, "abort", removed_ok=True)
+    return operations.abort(process_id, by=by, reason=reason)
 
 
 # A task in one of these may have a worker inside (or about to enter) a step: it is not deleted under it.
@@ -220,9 +268,8 @@ def set_in_sync(subscription_id: uuid.UUID | str, *, by: Any = None, reason: str
 
 def skip_step(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Process:
     """Skip a failed process's current step (logged with who and why) and let it run on from the next."""
-    process = engine.get_process(process_id)
-    _authorize(get_workflow(process.workflow.name), by, None, "skip a step of")
+    _authorize_process(process_id, by, "skip a step of")
     with transaction.atomic():
-        process = engine.skip_step(process_id, by=by, reason=reason)
+        process = operations.skip_step(process_id, by=by, reason=reason)
         submit_after_commit(process.process_id)
     return engine.get_process(process.process_id)

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import time
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
 from django.db import connection
-from django.utils import timezone
 
-from orchestrator_site.conf import orchestrator_setting
+from processes.leases import Lease
 from processes.models import EngineSettings, InputState, Process, ProcessLease, ProcessStep
 from workflows.models import Workflow
 
@@ -40,6 +36,10 @@ class Locked:
     acting_user: str
     workflow_name: str
     engine_paused: bool
+    # The process's run record: who holds it now (None: no record), and an abort asked for meanwhile.
+    lease_owner: str | None = None
+    abort_requested_by: str | None = None
+    abort_reason: str = ""
 
 
 def _column(model: type, name: str) -> str:
@@ -52,30 +52,38 @@ def _table(model: type) -> str:
 
 @cache
 def _lock_sql(vendor: str, for_update: bool) -> str:
-    p, w, e = _table(Process), _table(Workflow), _table(EngineSettings)
+    p, w, e, lt = _table(Process), _table(Workflow), _table(EngineSettings), _table(ProcessLease)
     columns = ", ".join(f"p.{_column(Process, name)}" for name in (
         "status", "current_step", "current_attempt", "workflow_version", "acting_user"))
+    lease_columns = ", ".join(f"l.{_column(ProcessLease, name)}" for name in (
+        "owner", "abort_requested_at", "abort_requested_by", "abort_reason"))
+    # Only the process row is locked: the run record stays writable (an abort request) while a step runs.
     lock = " FOR UPDATE OF p" if for_update else ""
     return (
         f"SELECT {columns}, w.{_column(Workflow, 'name')}, "
-        f"(SELECT e.{_column(EngineSettings, 'paused')} FROM {e} e WHERE e.{_column(EngineSettings, 'id')} = 1) "
+        f"(SELECT e.{_column(EngineSettings, 'paused')} FROM {e} e WHERE e.{_column(EngineSettings, 'id')} = 1), "
+        f"{lease_columns} "
         f"FROM {p} p INNER JOIN {w} w ON w.{_column(Workflow, 'workflow_id')} = p.{_column(Process, 'workflow')} "
+        f"LEFT JOIN {lt} l ON l.{_column(ProcessLease, 'process')} = p.{_column(Process, 'process_id')} "
         f"WHERE p.{_column(Process, 'process_id')} = %s{lock}"
     )
 
 
 def lock(process_id: uuid.UUID | str) -> Locked | None:
-    """Lock the process row (until the transaction ends) and read it with the engine's pause flag."""
+    """Lock the process row (until the transaction ends) and read it with the engine's pause flag and its
+    run record (who holds it, and whether an abort was asked for)."""
     sql = _lock_sql(connection.vendor, connection.features.has_select_for_update_of)
     with connection.cursor() as cursor:
         cursor.execute(sql, [Process._meta.pk.get_db_prep_value(process_id, connection)])
         row = cursor.fetchone()
     if row is None:
         return None
-    status, current_step, attempt, version, acting_user, workflow_name, paused = row
+    (status, current_step, attempt, version, acting_user, workflow_name, paused,
+     owner, abort_at, abort_by, abort_reason) = row
     if isinstance(version, str | bytes):
         version = json.loads(version)
-    return Locked(process_id, status, current_step, attempt, version, acting_user, workflow_name, bool(paused))
+    return Locked(process_id, status, current_step, attempt, version, acting_user, workflow_name, bool(paused),
+                  owner, (abort_by or "?") if abort_at is not None else None, abort_reason or "")
 
 
 _STEP_COLUMNS = ("process", "name", "status", "state", "created_by", "started_at", "completed_at", "attempt")
@@ -144,59 +152,6 @@ def advance(locked: Locked, *, step_name: str, step_status: str, state: dict[str
         lease.mark_renewed()
 
 
-# --- leases: who runs a process now ------------------------------------------------------------------
-@dataclass
-class Lease:
-    """A run's claim on a process: its owner token, how long each claim or renewal lasts, and when it was
-    last renewed (so that fast steps do not each pay for a renewal)."""
-
-    owner: str
-    seconds: float
-    renewed_at: float = field(default_factory=time.monotonic)
-
-    def renewed(self) -> datetime:
-        return timezone.now() + timedelta(seconds=self.seconds)
-
-    def due(self) -> bool:
-        # A third of the lease gone: renew now, leaving two thirds as margin for the step to come.
-        return time.monotonic() - self.renewed_at > self.seconds / 3
-
-    def mark_renewed(self) -> None:
-        self.renewed_at = time.monotonic()
-
-
-def new_lease() -> Lease:
-    # One token per run (not per OS process): two runs in one worker's threads are two owners.
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-    return Lease(owner, float(orchestrator_setting("LEASE_SECONDS")))
-
-
-@cache
-def _claim_sql() -> str:
-    lt = _table(ProcessLease)
-    pid, owner, expires = (_column(ProcessLease, n) for n in ("process", "owner", "expires_at"))
-    # Insert, or take over a lease that lapsed (its runner died); a live runner's lease stays its own.
-    return (
-        f"INSERT INTO {lt} ({pid}, {owner}, {expires}) VALUES (%s, %s, %s) "
-        f"ON CONFLICT ({pid}) DO UPDATE SET {owner} = excluded.{owner}, {expires} = excluded.{expires} "
-        f"WHERE {lt}.{expires} < %s RETURNING {pid}"
-    )
-
-
-def claim(process_id: uuid.UUID | str, lease: Lease) -> bool:
-    """Claim the process for this run; False when another live run holds it (so this one must not run)."""
-    prep = _Prep()
-    with connection.cursor() as cursor:
-        cursor.execute(_claim_sql(), [prep.pk(process_id), lease.owner, prep.when(lease.renewed()),
-                                      prep.when(timezone.now())])
-        return cursor.fetchone() is not None
-
-
-def release(process_id: uuid.UUID | str, lease: Lease) -> None:
-    """Let the process go (only if this run still holds it)."""
-    ProcessLease.objects.filter(process_id=process_id, owner=lease.owner).delete()
-
-
 class _Prep:
     """Values adapted for this connection the way the ORM would adapt them."""
 
@@ -214,7 +169,7 @@ class _Prep:
 
 
 @cache
-def _create_sql(with_lease: bool) -> str:
+def _create_sql() -> str:
     p, w, e = _table(Process), _table(Workflow), _table(EngineSettings)
     i, s = _table(InputState), _table(ProcessStep)
     pc = [_column(Process, n) for n in (
@@ -232,13 +187,11 @@ def _create_sql(with_lease: bool) -> str:
         f"FROM {w} w WHERE w.{_column(Workflow, 'name')} = %s AND w.{_column(Workflow, 'deleted_at')} IS NULL "
         f"AND NOT EXISTS (SELECT 1 FROM {e} e WHERE e.{_column(EngineSettings, 'paused')}) RETURNING {pid}), "
         f"i AS (INSERT INTO {i} ({', '.join(ic)}) SELECT {pid}, %s, '', %s::jsonb, %s, %s::timestamptz FROM p), "
-        + (
-            # The run that starts here holds the process from the start (no claim of its own needed).
-            f"l AS (INSERT INTO {_table(ProcessLease)} ({_column(ProcessLease, 'process')}, "
-            f"{_column(ProcessLease, 'owner')}, {_column(ProcessLease, 'expires_at')}) "
-            f"SELECT {pid}, %s, %s::timestamptz FROM p) "
-            if with_lease else "l AS (SELECT 1) "
-        ) +
+        # Its run record: claimed by the run that starts here (no claim of its own needed), or queued for
+        # the executor's workers (the sweep hands it over again if none takes it).
+        f"l AS (INSERT INTO {_table(ProcessLease)} ({_column(ProcessLease, 'process')}, "
+        f"{_column(ProcessLease, 'owner')}, {_column(ProcessLease, 'expires_at')}, "
+        f"{_column(ProcessLease, 'position')}) SELECT {pid}, %s, %s::timestamptz, 1 FROM p) "
         f"INSERT INTO {s} ({', '.join(sc)}) "
         f"SELECT {pid}, %s, %s, %s::jsonb, %s, %s::timestamptz, %s::timestamptz, 1, '', '', '' FROM p "
         f"RETURNING {_column(ProcessStep, 'process')}"
@@ -247,8 +200,9 @@ def _create_sql(with_lease: bool) -> str:
 
 def create(*, process_id: uuid.UUID, workflow_name: str, status: str, first_step: str, who: str, is_task: bool,
            version: list[str], user_input: dict[str, Any], state: dict[str, Any], now: datetime,
-           input_type: str, step_status: str, lease: Lease | None = None) -> bool:
-    """On PostgreSQL, create the process, its initial input and its first log row in one statement.
+           input_type: str, step_status: str, owner: str, expires_at: datetime) -> bool:
+    """On PostgreSQL, create the process, its initial input, its first log row and its run record (held by
+    `owner`, or queued when `owner` is empty, until `expires_at`) in one statement.
 
     Returns False (and writes nothing) when that cannot be done here: another database, the engine
     paused, or no live row for the workflow yet; the caller then takes the general path, which says why.
@@ -262,9 +216,9 @@ def create(*, process_id: uuid.UUID, workflow_name: str, status: str, first_step
         process_id, status, first_step, who, who, prep.when(now), prep.when(now), is_task,
         version_field.get_db_prep_value(version, connection), workflow_name,
         input_type, input_field.get_db_prep_value(user_input, connection), who, prep.when(now),
-        *([lease.owner, prep.when(lease.renewed())] if lease else []),
+        owner, prep.when(expires_at),
         first_step, step_status, prep.state(state), who, prep.when(now), prep.when(now),
     ]
     with connection.cursor() as cursor:
-        cursor.execute(_create_sql(lease is not None), params)
+        cursor.execute(_create_sql(), params)
         return cursor.fetchone() is not None

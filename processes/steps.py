@@ -75,8 +75,8 @@ def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> di
         )
     new_state = dict(state)
     for key, value in result.items():
-        if not isinstance(key, str):
-            raise StepError(f"step {step.name!r} returned a key {key!r} that is not text")
+        if not isinstance(key, str) or "\x00" in key:
+            raise StepError(f"step {step.name!r} returned a key {key!r} that is not text the state can store")
         if isinstance(value, SubscriptionModel):
             if all(value is not m for m in models):
                 models.append(value)

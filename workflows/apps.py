@@ -30,5 +30,11 @@ class WorkflowsConfig(AppConfig):
         # can be loaded as its typed model from anywhere.
         from workflows.node import products  # noqa: F401
 
+        # Every app's workflows are registered before anything can ask for one: the first requests of a
+        # freshly started server (or worker threads) never find the registry half-filled.
+        from workflows.registry import autodiscover
+
+        autodiscover()
+
         # After migrate (and after a test database flush), the Workflow rows follow the code.
         post_migrate.connect(_sync_after_migrate, sender=self, dispatch_uid="workflows.sync_after_migrate")

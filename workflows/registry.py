@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,14 +155,30 @@ def all_workflows() -> dict[str, WorkflowSpec]:
 
 
 _discovered = False
+_discovering = False
+# Re-entrant: a workflows module being imported may itself look a workflow up (in the same thread).
+_discovery_lock = threading.RLock()
 
 
 def autodiscover() -> None:
-    """Import the `workflows` module of every installed app (as the admin does with `admin.py`)."""
-    global _discovered
-    if not _discovered:
-        _discovered = True
-        autodiscover_modules("workflows")
+    """Import the `workflows` module of every installed app (as the admin does with `admin.py`), once.
+
+    Done by the app's ready() at start-up; here too for callers that come first. Under a lock, and marked
+    done only once every module imported: a thread that reads the registry while another is still
+    filling it waits for it, instead of finding it half-empty ("unknown workflow").
+    """
+    global _discovered, _discovering
+    if _discovered:
+        return
+    with _discovery_lock:
+        if _discovered or _discovering:
+            return  # done meanwhile, or a module of this very discovery looks something up
+        _discovering = True
+        try:
+            autodiscover_modules("workflows")  # an import error propagates, and the next call tries again
+            _discovered = True
+        finally:
+            _discovering = False
 
 
 # --- target wrappers: the standard steps around a body ---------------------------------------------

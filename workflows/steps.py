@@ -11,7 +11,7 @@ from subscriptions.lifecycle import SubscriptionLifecycle
 from subscriptions.models import Product
 from subscriptions.services import get_subscription
 from workflows.dsl import State, Step, step
-from workflows.errors import SubscriptionOutOfSync
+from workflows.errors import SubscriptionOutOfSync, WorkflowNotStartable
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,22 @@ def link_subscription(subscription_id: str, process_id: str) -> State:
 
 
 @step("Unsync")
-def unsync(subscription_id: str, process_id: str) -> State:
-    """Take the subscription for this process: lock its row, refuse if another process already has it."""
+def unsync(subscription_id: str, process_id: str, workflow: str = "") -> State:
+    """Take the subscription for this process: lock its row, refuse if another process already has it, or
+    if it is no longer in a lifecycle status the workflow may run on."""
     with transaction.atomic():
         # Lock first, then check: of two processes racing here, the second waits for the first's
-        # step to commit and then sees insync already false.
+        # step to commit and then sees insync already false (or the status the first left it in).
         subscription = get_subscription(subscription_id, for_update=True)
+        allowed = _allowed_statuses(workflow)
+        if allowed and subscription.status not in allowed:
+            # What was checked at the start no longer holds: another workflow (a terminate, say) ended
+            # in between. Acting now would change a subscription this workflow may not touch.
+            raise WorkflowNotStartable(
+                f"subscription {subscription.subscription_id} is {subscription.status} now; {workflow} may run "
+                f"only on {', '.join(allowed)} subscriptions, so it does not touch it",
+                subscription_id=subscription.subscription_id,
+            )
         if not subscription.insync:
             from processes.services import holding_processes
 
@@ -58,6 +68,12 @@ def unsync(subscription_id: str, process_id: str) -> State:
         subscription.insync = False
         subscription.save(update_fields=["insync"])
     return {}
+
+
+def _allowed_statuses(workflow: str) -> tuple[str, ...]:
+    from workflows.registry import get_workflow
+
+    return get_workflow(workflow).allowed_statuses if workflow else ()
 
 
 @step("Resync")

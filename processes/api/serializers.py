@@ -67,6 +67,12 @@ class ProcessRefSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=ProcessStatus.choices, read_only=True)
 
 
+class AbortPendingSerializer(ProcessRefSerializer):
+    """A step of the process is running: it is aborted when that step ends (its next step boundary)."""
+
+    detail = serializers.CharField(source="abort_message", read_only=True)
+
+
 class ProcessListItemSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="process_id", read_only=True)
     workflow = serializers.CharField(source="workflow.name", read_only=True)

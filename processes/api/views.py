@@ -19,9 +19,10 @@ from rest_framework.response import Response
 
 from orchestrator_site.api import error_responses
 from orchestrator_site.errors import NotFound
-from processes import engine, idempotency, services
+from processes import engine, idempotency, operations, services
 from processes.api.filters import ProcessFilter
 from processes.api.serializers import (
+    AbortPendingSerializer,
     AbortProcessSerializer,
     EmptySerializer,
     ProcessDetailSerializer,
@@ -151,7 +152,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
     @staticmethod
     def _form(process: Process) -> dict[str, Any] | None:
         try:
-            return engine.pending_form(process)
+            return operations.pending_form(process)
         except NotFound:  # the workflow left the code: nothing can resume the process anyway
             return None
 
@@ -224,13 +225,21 @@ class ProcessViewSet(viewsets.GenericViewSet):
         process = services.retry_process(id, by=request.user)
         return Response(ProcessRefSerializer(process).data)
 
-    @extend_schema(summary="Abort a process for good", request=AbortProcessSerializer,
-                   responses={200: ProcessRefSerializer, **error_responses(400, 401, 403, 404, 409)})
+    @extend_schema(
+        summary="Abort a process for good",
+        description="Answers at once. **200**: aborted. **202**: a step of the process is running right now; the "
+                    "process is aborted when that step ends (its next step boundary), and `detail` says so.",
+        request=AbortProcessSerializer,
+        responses={200: ProcessRefSerializer, 202: AbortPendingSerializer,
+                   **error_responses(400, 401, 403, 404, 409)},
+    )
     @action(detail=True, methods=["post"])
     def abort(self, request: Request, id: str) -> Response:
         serializer = AbortProcessSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         process = services.abort_process(id, by=request.user, reason=serializer.validated_data["reason"])
+        if getattr(process, "abort_pending", False):
+            return Response(AbortPendingSerializer(process).data, status=status.HTTP_202_ACCEPTED)
         return Response(ProcessRefSerializer(process).data)
 
     @extend_schema(

@@ -7,11 +7,9 @@ import uuid
 from typing import Protocol
 
 from django.db import transaction
-from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from orchestrator_site.conf import orchestrator_setting
-from processes.errors import ExecutorUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +37,11 @@ def get_executor() -> Executor:
 def submit_after_commit(process_id: uuid.UUID) -> None:
     """Hand the process to the executor once the transaction that created or resumed it has committed.
 
-    Before the commit a worker would not see the process (or its new status) yet. If the executor
-    cannot be reached, say so (ExecutorUnavailable, 503) and leave no process that nobody will run:
-    checked here, inside the caller's transaction, the error rolls the start (or resume, or retry)
-    back; if the hand-over still fails after the commit, the process is failed with the reason.
+    Before the commit a worker would not see the process (or its new status) yet. If the executor is
+    known to be unreachable, say so now (ExecutorUnavailable, 503): checked inside the caller's
+    transaction, the error rolls the start (or resume, or retry) back. If the hand-over fails after the
+    commit, nothing is lost: the process's queued run record (written in the same transaction) is marked
+    due, and the recovery sweep hands it over again, with backoff, until a worker takes it.
     """
     executor = get_executor()
     check = getattr(executor, "check_available", None)
@@ -52,25 +51,12 @@ def submit_after_commit(process_id: uuid.UUID) -> None:
     def submit() -> None:
         try:
             executor.submit(process_id)
-        except ExecutorUnavailable as exc:
-            fail_unsubmitted(process_id, str(exc))
-            raise
+        except Exception as exc:
+            # Robust on purpose: one hand-over that fails must not stop the others committed with it
+            # (Django skips the remaining on-commit callbacks after one raises).
+            logger.exception("process %s: could not hand it to the executor; the recovery sweep will", process_id)
+            from processes.leases import note_error
+
+            note_error(process_id, f"could not be handed to the executor: {exc}", resend_now=True)
 
     transaction.on_commit(submit, robust=False)
-
-
-def fail_unsubmitted(process_id: uuid.UUID | str, reason: str) -> None:
-    """Fail a process that was committed as running but could not be handed to any worker.
-
-    It can then be retried (POST /api/processes/{id}/retry/) once the executor is back; nothing ran.
-    """
-    from processes.models import Process, ProcessStatus
-
-    with transaction.atomic():
-        process = Process.objects.select_for_update().filter(pk=process_id).first()
-        if process is None or process.status != ProcessStatus.RUNNING:
-            return  # someone ran it or changed it meanwhile: not ours to fail
-        process.fail(f"not started: {reason}")
-        process.last_modified_at = timezone.now()
-        process.save(update_fields=["status", "failed_reason", "traceback", "last_modified_at"])
-    logger.error("process %s: could not be handed to the executor, failed it: %s", process_id, reason)

@@ -16,7 +16,7 @@ from workflows.node.products import NodeProduct
 from workflows.registry import modify_workflow, workflow
 
 # What the failing steps do, set by the tests: how many more times to fail.
-CONTROL: dict[str, int] = {"fail_times": 0, "retry_fail_times": 0}
+CONTROL: dict[str, int] = {"fail_times": 0, "retry_fail_times": 0, "kill_times": 0}
 
 
 def effect(name: str) -> None:
@@ -239,3 +239,72 @@ def nap_3(process_id: str) -> State:
 @workflow("Engine test: three steps that take a moment (pause while they run)")
 def t_naps() -> StepList:
     return begin >> nap_1 >> nap_2 >> nap_3
+
+
+# --- fault injection (tests/processes/test_engine_faults.py) -----------------------------------------
+def kill_own_connection() -> None:
+    """Make the server end this very connection, as a fail-over or `pg_terminate_backend` would."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+@step("Write B, losing the connection")
+def write_b_losing_connection(process_id: str) -> State:
+    effect(f"b-{process_id}")  # written, then lost with the connection: the retried step writes it again
+    if CONTROL.get("kill_times", 0) > 0:
+        CONTROL["kill_times"] -= 1
+        kill_own_connection()
+    return {"b_written": True}
+
+
+@workflow("Engine test: the second step loses the database connection")
+def t_lose_connection() -> StepList:
+    return begin >> write_a >> write_b_losing_connection >> write_c
+
+
+@step("Fail with a NUL byte")
+def fail_with_nul(process_id: str) -> State:
+    effect(f"nul-{process_id}")
+    raise ValueError("the device answered b'OK\x00\x00garbage'")
+
+
+@workflow("Engine test: a step whose error message holds NUL bytes")
+def t_nul_error() -> StepList:
+    return begin >> write_a >> fail_with_nul
+
+
+@step("Return a NUL byte")
+def return_nul() -> State:
+    return {"banner": "router\x00"}
+
+
+@workflow("Engine test: a step that returns text PostgreSQL cannot store")
+def t_nul_state() -> StepList:
+    return begin >> write_a >> return_nul
+
+
+@step("Take a long time")
+def take_long(process_id: str) -> State:
+    effect(f"long-{process_id}")
+    time.sleep(float(os.environ.get("ENGINE_TEST_LONG_SECONDS", "3")))
+    return {"long_done": True}
+
+
+@workflow("Engine test: a step longer than the lease")
+def t_long() -> StepList:
+    return begin >> take_long >> write_c
+
+
+@step("Start many processes")
+def start_many(count: int = 300) -> State:
+    from processes.services import start_process
+
+    ids = [str(start_process("t_writes").process_id) for _ in range(count)]
+    return {"started": len(ids)}
+
+
+@workflow("Engine test: a step that starts many processes in its transaction")
+def t_many_starts() -> StepList:
+    return begin >> start_many

@@ -323,7 +323,7 @@ def test_a_process_of_a_workflow_removed_from_the_code_can_still_be_shown(failin
     assert "to run: Explode → Done" in shown
     assert pid in run("list_processes", workflow=FAILING_TASK)
     # it cannot run again, and says why in one line
-    assert f"unknown workflow '{FAILING_TASK}'" in refused("retry_process", pid)
+    assert f"workflow {FAILING_TASK} was removed from code" in refused("retry_process", pid)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 
 from processes.engine import current_state
-from processes.errors import ProcessBusy
+from processes.errors import AlreadyRunning, ProcessBusy
 from processes.models import Process, ProcessStep
 from processes.services import retry_process, start_process
 from tests.processes.conftest import effects, log
@@ -39,14 +39,15 @@ def database_url() -> str:
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_step_leaves_the_last_successful_state_and_retry_completes_once(settings, tmp_path):
     # Start the process without running it here: a separate worker process will run it.
-    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor"}
+    lease = 2.0  # short, so the test need not wait long for the dead worker's lease to lapse
+    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor", "LEASE_SECONDS": lease}
     process = start_process("t_killable", by="alice")
     pid = str(process.process_id)
     hang = tmp_path / f"{pid}.hang"
     inside = tmp_path / f"{pid}.inside"
     hang.touch()
     env = {**os.environ, "DATABASE_URL": database_url(), "ENGINE_TEST_DIR": str(tmp_path),
-           "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+           "ORCHESTRATOR_LEASE_SECONDS": str(lease), "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
     worker = subprocess.Popen([sys.executable, "-c", WORKER, pid], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -69,16 +70,21 @@ def test_a_worker_killed_mid_step_leaves_the_last_successful_state_and_retry_com
     assert effects(f"hang-{pid}") == []  # the killed step's write was rolled back
 
     hang.unlink()
-    settings.ORCHESTRATOR = {}  # the retry runs here, inline
+    settings.ORCHESTRATOR = {"LEASE_SECONDS": lease}  # the retry runs here, inline
+    refusals: list[str] = []
     deadline = time.monotonic() + 15
     while True:
         try:
-            # The dead worker's lock goes when the server notices the closed connection.
+            # The dead worker's row lock goes when the server notices the closed connection; its lease
+            # lapses after `lease` seconds: until then it might be a live run between two steps.
             retried = retry_process(pid, by="bob")
             break
-        except ProcessBusy:
-            assert time.monotonic() < deadline, "the dead worker's row lock was never released"
+        except (ProcessBusy, AlreadyRunning) as refused:
+            refusals.append(str(refused))
+            assert time.monotonic() < deadline, f"the dead worker's run never let go: {refusals[-1]}"
             time.sleep(0.2)
+    assert any("it is already running" in text and "recovered by itself when its lease lapses" in text
+               for text in refusals), refusals
 
     assert retried.status == "completed"
     names = [name for name, _ in log(retried)]

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from processes.models import Process, ProcessStep
-from processes.scheduler import retry_due_processes
+from processes.recovery import retry_due_processes
 from processes.services import start_process
 from tests.processes import flows
 from tests.processes.conftest import effects

@@ -9,10 +9,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import redis
+from django.utils import timezone
 from kombu import pools as kombu_pools
 from rest_framework.test import APIClient
 
@@ -171,29 +173,44 @@ def test_a_start_with_the_broker_down_is_503_and_leaves_no_process(settings, api
 
 
 @runs
-def test_a_broker_lost_after_the_commit_fails_the_process_with_the_reason(settings, api, broker_at, monkeypatch):
+def test_a_broker_lost_after_the_commit_leaves_the_process_queued_and_the_sweep_hands_it_over_once_back(
+    settings, api, broker_at, monkeypatch
+):
     # The check before the start passed, then the broker went away before the publish: the process
-    # exists (committed) but nobody will run it, so it is failed with the reason, and can be retried.
+    # exists (committed) with its queued run record, so nothing is lost; the recovery sweep hands it over
+    # again, with backoff, until a worker takes it.
     from processes.executors.celery import CeleryExecutor
+    from processes.models import ProcessLease
+    from processes.recovery import recover_stalled_processes
 
     settings.ORCHESTRATOR = {"EXECUTOR": "celery"}
     broker_at(DOWN_BROKER)
     monkeypatch.setattr(CeleryExecutor, "check_available", lambda self: None)
     response = api.post(URL, {"workflow": "t_writes"}, format="json")
-    assert response.status_code == 503, response.content
-    assert "could not be queued" in response.json()["detail"]
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "running"
     process = Process.objects.get()
-    assert process.status == ProcessStatus.FAILED
-    assert process.failed_reason.startswith("not started: could not reach the broker")
-    assert not Process.objects.filter(status__in=[ProcessStatus.CREATED, ProcessStatus.RUNNING]).exists()
+    record = ProcessLease.objects.get(process=process)
+    assert record.queued and record.resends == 0
+    assert record.last_error.startswith("could not be handed to the executor: could not reach the broker")
+    assert record.expires_at <= timezone.now()  # due at the next sweep, not in RESEND_AFTER_SECONDS
 
-    # A retry while the broker is still down is refused and changes nothing; once it is back, it runs.
+    # A sweep while the broker is still down: handed over again, refused again, counted; it keeps its
+    # backoff (the next try is not at the very next tick).
+    assert recover_stalled_processes() == [process.process_id]
+    record.refresh_from_db()
+    assert (record.queued, record.resends) == (True, 1)
+    assert record.expires_at > timezone.now() + timedelta(seconds=500)
+    assert recover_stalled_processes() == []
+    assert Process.objects.get().status == ProcessStatus.RUNNING
+
+    # Once the broker is back (here: an executor that runs it), the sweep's next hand-over runs it.
     monkeypatch.undo()
-    response = api.post(f"{URL}{process.process_id}/retry/", {}, format="json")
-    assert response.status_code == 503
-    assert Process.objects.get().status == ProcessStatus.FAILED
     settings.ORCHESTRATOR = {}
-    assert api.post(f"{URL}{process.process_id}/retry/", {}, format="json").json()["status"] == "completed"
+    assert recover_stalled_processes(now=timezone.now() + timedelta(hours=1)) == [process.process_id]
+    assert Process.objects.get().status == ProcessStatus.COMPLETED
+    assert step_counts(process.process_id)["Write A"] == 1
+    assert not ProcessLease.objects.exists()
 
 
 # --- Celery: two real workers --------------------------------------------------------------------------
@@ -284,7 +301,7 @@ def test_100_processes_started_through_the_api_run_on_two_celery_workers_each_st
 def test_a_worker_killed_mid_step_is_recovered_by_the_other_within_the_lease_and_one_sweep(
     settings, api, broker_at, tmp_path
 ):
-    from processes.scheduler import recover_stalled_processes
+    from processes.recovery import recover_stalled_processes
 
     queue = _test_queue()
     lease_seconds, sweep_every = 2.0, 0.5

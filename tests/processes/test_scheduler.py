@@ -257,14 +257,14 @@ def test_tick_retries_recovers_and_starts_scheduled_tasks(catalogue, settings):
     base = {"RETRYSTEP_MAX_TRIES": 3, "RETRYSTEP_BACKOFF_SECONDS": 0.0,
             "SCHEDULE": {"task_check_products": "every 5 minutes"}}
     settings.ORCHESTRATOR = {**base, "EXECUTOR": "tests.processes.flows.DeferredExecutor"}
-    stalled = start_process("t_writes")  # its worker never came: no lease, and old
-    Process.objects.filter(pk=stalled.pk).update(last_modified_at=timezone.now() - timedelta(hours=1))
+    stalled = start_process("t_writes")  # its worker never came: handed over, never taken
     settings.ORCHESTRATOR = base
     flows.CONTROL["retry_fail_times"] = 1
     waiting = start_process("t_retry")
     assert waiting.status == "waiting"
 
-    report = tick(timezone.now() + timedelta(seconds=1))
+    # Once its hand-over is due again (RESEND_AFTER_SECONDS, 300 by default).
+    report = tick(timezone.now() + timedelta(seconds=301))
 
     assert report.retried == [waiting.pk]
     assert report.recovered == [stalled.pk]

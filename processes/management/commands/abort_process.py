@@ -17,4 +17,8 @@ class Command(ProcessCommand):
         parser.add_argument("--user", default=None, help="Who aborts it, as recorded in the log.")
 
     def handle(self, *args: Any, process_id: str, reason: str, user: str | None, **options: Any) -> None:
-        self.report(abort_process(process_id, by=user, reason=reason), "aborted")
+        process = abort_process(process_id, by=user, reason=reason)
+        if getattr(process, "abort_pending", False):
+            self.stdout.write(self.style.WARNING(process.abort_message))
+            return
+        self.report(process, "aborted")

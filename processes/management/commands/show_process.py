@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 from orchestrator_site.errors import NotFound
-from processes.engine import get_process, pending_form
+from processes.engine import get_process
 from processes.management.commands._base import ProcessCommand
 from processes.models import ProcessStep
+from processes.operations import pending_form
 from workflows.registry import get_workflow
 
 
