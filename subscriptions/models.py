@@ -243,7 +243,9 @@ class Subscription(FSMModelMixin, models.Model):
         target=SubscriptionLifecycle.TERMINATED,
     )
     def terminate(self, by: Any = None, process_id: uuid.UUID | None = None) -> None:
-        self.end_date = timezone.now()
+        # An end date already agreed (a contract's end, set before the termination ran) is kept.
+        if self.end_date is None:
+            self.end_date = timezone.now()
         self._record("terminate", self.status, SubscriptionLifecycle.TERMINATED, by, process_id)
 
     def transition_to(self, target: str, by: Any = None, process_id: uuid.UUID | None = None) -> None:
