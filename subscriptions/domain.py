@@ -18,7 +18,8 @@ A scalar field maps to the resource type of the same name, a block field to a ch
 a SubscriptionInstanceRelation (its `domain_model_attr` is the field name, `order_id` the position in a
 list). A field without `| None` is required once the subscription is in a strict lifecycle status
 (ORCHESTRATOR["STRICT_LIFECYCLE_STATUSES"], active by default); before that, a create workflow may leave
-it empty. Values are type-checked whatever the status.
+it empty. Moving a subscription into such a status is checked the same way, whichever path moves it
+(check_status_change, called by Subscription.save()). Values are type-checked whatever the status.
 
 `NodeProduct.load(subscription)` costs four queries whatever the number of blocks; `save()` validates
 everything first, then writes only the rows that changed, with the subscription's version bump, in one
@@ -418,7 +419,18 @@ class SubscriptionModel:
                 f"subscription {subscription.subscription_id} is a {subscription.product.product_type}, "
                 f"not a {cls.__product_type__}: load it with its own model"
             )
+        model = cls._read(subscription)
+        # What save() compares the subscription's columns against to tell whether they changed.
+        subscription.__dict__["_saved_columns"] = _column_snapshot(subscription)
+        return model
 
+    @classmethod
+    def _read(cls, subscription: Subscription) -> Self:
+        """The model of `subscription` as stored, read without touching the subscription object.
+
+        load() without its bookkeeping, for Subscription.save() to check the stored blocks against a
+        new status: a refused save must not leave the subscription looking saved to a model holding it.
+        """
         # Every instance reachable from this subscription's own instances, also through instances
         # of other subscriptions it depends on, found by one recursive query. The three queries below
         # each use it as a subquery, so loading costs the same whatever the number of blocks.
@@ -480,7 +492,6 @@ class SubscriptionModel:
 
         roots = [i for i in instances.values() if i.subscription_id == subscription.pk and i.pk not in used]
         model = cls.__new__(cls)
-        subscription.__dict__["_saved_columns"] = _column_snapshot(subscription)
         object.__setattr__(model, "subscription", subscription)
         # Only this subscription's own relations: the tree also holds those of blocks it uses from
         # other subscriptions (a port's link to its node), which save() must never see as stale.
@@ -528,7 +539,7 @@ class SubscriptionModel:
                         f"at least {low} required while the subscription is {status}, got {len(value)}"
                     )
             elif strict and value is None and not spec.optional:
-                errors.setdefault(where, []).append(f"required while the subscription is {status}")
+                errors.setdefault(where, []).append(f"required while the subscription is {status} (value: {value!r})")
 
         seen: set[int] = set()
 
@@ -549,10 +560,12 @@ class SubscriptionModel:
                 if block is not None:
                     check_block(block, f"{name}[{position}]" if spec.kind == "list" else name)
         if errors:
-            summary = "; ".join(f"{field}: {', '.join(msgs)}" for field, msgs in errors.items())
             raise DomainModelError(
-                f"subscription {self.subscription.subscription_id} ({type(self).__name__}) is invalid: {summary}",
+                f"subscription {self.subscription.subscription_id} ({type(self).__name__}) is invalid: "
+                f"{_summary(errors)}",
                 errors=errors,
+                subscription_id=self.subscription.subscription_id,
+                status=status,
             )
 
     # --- persistence ---------------------------------------------------------------------------
@@ -611,8 +624,10 @@ class SubscriptionModel:
                value_writes: list[tuple[BlockModel, str, str | None]], orphaned: list[uuid.UUID]) -> None:
         """The writes of save(), inside its transaction and after its checks."""
         # The subscription row first: its optimistic version check makes a save from a stale
-        # copy fail before any of its blocks is touched.
-        subscription.save()
+        # copy fail before any of its blocks is touched. save() validated the blocks (in the new
+        # status, if this save changes it) before writing them; the subscription's own check would
+        # read them from the rows this save has not yet written.
+        subscription.save(blocks_validated=True)
 
         product_blocks = _product_blocks({b.__block_name__ for b in new_blocks})
         root_labels = {id(getattr(self, name)): name for name, spec in self.fields().items()
@@ -720,6 +735,42 @@ class SubscriptionModel:
             else:
                 out[name] = value.to_dict() if value is not None else None
         return out
+
+
+def check_status_change(subscription: Subscription, from_status: str) -> None:
+    """Refuse a move into a strict lifecycle status while the stored domain model is invalid there.
+
+    Subscription.save() calls this for every save that records a transition, inside its transaction
+    and after its optimistic version check: `subscription` already has its new status, and the blocks
+    read here are the ones it will hold in it (a writer of blocks must first write the subscription's
+    row, which this transaction now has locked). SubscriptionModel.save() does not come through here:
+    it validated the blocks it is about to write, while the rows read here would still be the old ones.
+    """
+    status = subscription.status
+    if status not in set(orchestrator_setting("STRICT_LIFECYCLE_STATUSES")):
+        return
+    model_class = SubscriptionModel._registry.get(subscription.product.product_type)
+    if model_class is None:
+        # A product without a registered domain model class declares no fields, so none can be
+        # required: it is not validated (as its subscriptions are not, by anything else).
+        return
+    model = model_class._read(subscription)
+    try:
+        model.validate()
+    except DomainModelError as exc:
+        raise DomainModelError(
+            f"cannot move subscription {subscription.subscription_id} from {from_status} to {status}: "
+            f"its {model_class.__name__} is not valid while {status}: {_summary(exc.errors)}",
+            errors=exc.errors,
+            subscription_id=subscription.subscription_id,
+            status=from_status,
+            target=status,
+        ) from None
+
+
+def _summary(errors: dict[str, list[str]]) -> str:
+    """Field errors as one line: `node.node_name: required ... (value: None); node.node_role: ...`."""
+    return "; ".join(f"{field}: {', '.join(messages)}" for field, messages in errors.items())
 
 
 def _instance_tree_sql(subscription: Subscription) -> RawSQL:

@@ -153,23 +153,36 @@ class Subscription(FSMModelMixin, models.Model):
         return f"{self.description} ({self.short_id})"
 
     # --- persistence ---------------------------------------------------------------------------
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        """Save with optimistic locking, writing the pending lifecycle events in the same transaction."""
+    def save(self, *args: Any, blocks_validated: bool = False, **kwargs: Any) -> None:
+        """Save with optimistic locking, writing the pending lifecycle events in the same transaction.
+
+        A save that moves the subscription into a strict lifecycle status (active, by default) is
+        refused with a DomainModelError, naming each block field that is wrong, unless its typed domain
+        model is valid in that status: every path into such a status (a transition and save,
+        change_lifecycle, a workflow's set_active step) comes through here. `blocks_validated` is for
+        SubscriptionModel.save() alone, which has validated the blocks it writes after this row.
+        """
         with transaction.atomic():
-            expected = self.version
+            expected, adding = self.version, self._state.adding
             self.version = expected + 1
-            self._expected_version = None if self._state.adding else expected
+            self._expected_version = None if adding else expected
             update_fields = kwargs.get("update_fields")
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, "version"}
             pending = self.__dict__.get("_pending_events", [])
             try:
                 super().save(*args, **kwargs)
+                if pending and not blocks_validated:
+                    # After the write: the row is now locked and proven current, so the blocks read
+                    # for the check are the ones the new status will hold. A refusal rolls it back.
+                    from subscriptions.domain import check_status_change  # domain builds on this module
+
+                    check_status_change(self, from_status=pending[0].from_status)
                 if pending:
                     SubscriptionLifecycleEvent.objects.bulk_create(pending)
             except BaseException:
                 # The transaction rolls back; so does this copy, and it keeps its pending events.
-                self.version = expected
+                self.version, self._state.adding = expected, adding
                 raise
             self.__dict__.pop("_pending_events", None)
             for event in pending:
@@ -243,7 +256,9 @@ class Subscription(FSMModelMixin, models.Model):
         target=SubscriptionLifecycle.TERMINATED,
     )
     def terminate(self, by: Any = None, process_id: uuid.UUID | None = None) -> None:
-        self.end_date = timezone.now()
+        # An end date already agreed (a contract's end, set before the termination ran) is kept.
+        if self.end_date is None:
+            self.end_date = timezone.now()
         self._record("terminate", self.status, SubscriptionLifecycle.TERMINATED, by, process_id)
 
     def transition_to(self, target: str, by: Any = None, process_id: uuid.UUID | None = None) -> None:

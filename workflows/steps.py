@@ -87,6 +87,11 @@ def resync(subscription_id: str) -> State:
 def _set_status(target: str) -> Step:
     @step(f"Set subscription {target}")
     def set_status(subscription_id: str, process_id: str, acting_user: str) -> State:
+        """Move the subscription to `target`; save() refuses it while its domain model is invalid there.
+
+        For a create workflow's set_active that means a body that left a required field empty fails
+        here, naming the field, with nothing changed; fix the data (or the workflow) and retry.
+        """
         subscription = get_subscription(subscription_id, for_update=True)
         if subscription.status != target:
             subscription.transition_to(target, by=acting_user, process_id=process_id)

@@ -1,4 +1,4 @@
-"""Fixtures for engine tests: the test workflows, the demo catalogue and an active node subscription."""
+"""Fixtures for engine tests: the test workflows, the demo catalogue and active node and port subscriptions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from processes.models import ProcessStep
 from subscriptions.models import ResourceType
 from tests.processes import flows
 from workflows.node.demo import load_demo_products
-from workflows.node.products import NodeProduct
+from workflows.node.products import NodeProduct, PortProduct
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +37,25 @@ def active_node(catalogue):
     model.node.node_name = "rtr-1"
     model.node.node_role = "core"
     model.node.inventory_id = 1
+    model.subscription.provision()
+    model.subscription.activate()
+    model.subscription.insync = True
+    model.save()
+    return model.subscription
+
+
+@pytest.fixture
+def active_port(active_node):
+    """An active, in-sync Port 10G subscription on the active node's node block.
+
+    Complete, as an active subscription must be: activating one with empty required fields is refused.
+    """
+    from subscriptions.models import Product
+
+    model = PortProduct.new(Product.objects.get(name="Port 10G"), "customer-1", "Port rtr-1 xe-0/0/0")
+    model.port.port_name = "xe-0/0/0"
+    model.port.port_mode = "tagged"
+    model.port.node = NodeProduct.load(active_node).node
     model.subscription.provision()
     model.subscription.activate()
     model.subscription.insync = True

@@ -17,8 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from processes.models import EngineSettings, InputState, Process, ProcessStep, ProcessSubscription
-from subscriptions.models import Product, Subscription, SubscriptionLifecycleEvent
-from tests.factories import SubscriptionFactory
+from subscriptions.models import Subscription, SubscriptionLifecycleEvent
 from workflows.dsl import StepList, begin, step
 from workflows.node.demo import load_demo_products
 from workflows.node.products import NodeProduct
@@ -394,16 +393,17 @@ def test_start_refuses_invalid_form_input_naming_the_fields(products):
 
 
 @db_only
-def test_start_refuses_a_missing_unknown_or_unexpected_subscription(products):
+def test_start_refuses_a_missing_unknown_or_unexpected_subscription(products, active_port):
     assert "give the subscription's id" in refused("start_workflow", "modify_node", input="{}")
     assert "does not exist" in refused(
         "start_workflow", "modify_node", subscription="00000000-0000-0000-0000-000000000000"
     )
     assert "does not exist" in refused("start_workflow", "modify_node", subscription="not-a-uuid")
-    port = SubscriptionFactory(product=Product.objects.get(name="Port 10G"), lifecycle="active")
-    assert "does not serve product Port 10G" in refused("start_workflow", "modify_node", subscription=str(port.pk))
+    assert "does not serve product Port 10G" in refused(
+        "start_workflow", "modify_node", subscription=str(active_port.pk)
+    )
     assert "takes no subscription" in refused(
-        "start_workflow", "create_node", subscription=str(port.pk), input=json.dumps(node_input("rt1"))
+        "start_workflow", "create_node", subscription=str(active_port.pk), input=json.dumps(node_input("rt1"))
     )
 
 

@@ -55,13 +55,9 @@ def test_a_start_in_a_lifecycle_status_the_workflow_does_not_allow_is_refused(ca
     assert "is terminated; modify_node may start only on active subscriptions" in str(refused.value)
 
 
-def test_a_workflow_for_another_product_is_refused(catalogue):
-    from subscriptions.models import Product
-
-    port = SubscriptionFactory(product=Product.objects.get(name="Port 10G"), lifecycle="active")
-
+def test_a_workflow_for_another_product_is_refused(active_port):
     with pytest.raises(WorkflowNotStartable, match="does not serve product Port 10G"):
-        start_process("modify_node", subscription_id=port.pk)
+        start_process("modify_node", subscription_id=active_port.pk)
 
 
 def test_the_unsync_step_refuses_a_subscription_already_out_of_sync(active_node):
