@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from rest_framework.test import APIClient
@@ -63,3 +64,52 @@ def test_a_token_issued_by_the_documented_command_authenticates(db):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get("/api/subscriptions/").status_code == 200
+
+
+# --- deeply nested JSON -------------------------------------------------------------------------------
+BRACKETS = "[" * 20000 + "]" * 20000  # about 40 kB: deeper than Python's decoder can recurse
+
+
+def deep_body(depth: int) -> str:
+    """{"workflow": "nope", "input": {"a": {"a": ... 1}}}: `depth` levels of objects in all."""
+    return '{"workflow": "nope", "input": ' + '{"a": ' * (depth - 1) + "1" + "}" * (depth - 1) + "}"
+
+
+POSTS = [
+    ("post", "/api/processes/"),
+    ("post", "/api/processes/{id}/resume/"),
+    ("post", "/api/processes/{id}/retry/"),
+    ("post", "/api/processes/{id}/abort/"),
+    ("put", "/api/settings/engine/"),
+]
+
+
+@pytest.mark.parametrize(("method", "url"), POSTS, ids=[f"{m} {u}" for m, u in POSTS])
+@pytest.mark.parametrize("body", [BRACKETS, deep_body(6000), deep_body(33)], ids=["brackets", "6000-objects", "33"])
+def test_a_deeply_nested_json_body_is_a_400_on_every_endpoint_that_takes_one(api, method, url, body):
+    from processes.models import Process
+
+    response = getattr(api, method)(url.format(id=uuid.uuid4()), data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "the request body is nested too deeply: at most 32 levels of arrays and objects are accepted",
+    }
+    assert not Process.objects.exists()
+
+
+def test_a_body_nested_as_deep_as_the_limit_is_parsed(api):
+    # 32 levels: parsed, then judged by the view (an unknown workflow), not refused as too deep.
+    response = api.post("/api/processes/", data=deep_body(32), content_type="application/json")
+
+    assert response.status_code == 404
+    assert response.json()["detail"].startswith("unknown workflow 'nope'")
+
+
+def test_the_body_depth_limit_is_a_setting(api, settings):
+    settings.ORCHESTRATOR = {"JSON_MAX_DEPTH": 2}
+
+    response = api.post("/api/processes/", data=deep_body(3), content_type="application/json")
+
+    assert response.status_code == 400
+    assert "at most 2 levels" in response.json()["detail"]
