@@ -113,3 +113,93 @@ def test_the_body_depth_limit_is_a_setting(api, settings):
 
     assert response.status_code == 400
     assert "at most 2 levels" in response.json()["detail"]
+
+
+# --- unknown URLs and malformed ids: the JSON 404, never an HTML page ----------------------------------
+NOT_FOUND = {
+    "/api/nope/": "no API endpoint at /api/nope/; see /api/docs/ for the endpoints",
+    "/api/": "no API endpoint at /api/; see /api/docs/ for the endpoints",
+    "/api/processes/x/y/z/": "no API endpoint at /api/processes/x/y/z/; see /api/docs/ for the endpoints",
+    "/api/subscriptions/a.b/": "no API endpoint at /api/subscriptions/a.b/; see /api/docs/ for the endpoints",
+    "/api/subscriptions/not-a-uuid/": "subscription not-a-uuid does not exist",
+    "/api/products/not-a-uuid/": "product not-a-uuid does not exist",
+    "/api/processes/%00/": "process \x00 does not exist",
+    "/api/processes/a%20'b%22/": "process a 'b\" does not exist",
+    "/api/subscriptions/%00/workflows/": "subscription \x00 does not exist",
+}
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
+@pytest.mark.parametrize("url", list(NOT_FOUND))
+def test_unknown_api_urls_and_malformed_ids_answer_the_json_404(api, settings, url, debug):
+    settings.DEBUG = debug
+
+    response = api.get(url)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": NOT_FOUND[url]}
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_any_method_on_an_unknown_api_url_is_the_json_404(db, method):
+    # A token client has no CSRF cookie: it must still learn that the URL is wrong.
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=UserFactory())
+    client = APIClient(enforce_csrf_checks=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+
+    response = getattr(client, method)("/api/processes/x/y/", data="{}", content_type="application/json")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no API endpoint at /api/processes/x/y/; see /api/docs/ for the endpoints"}
+
+
+def test_an_api_path_without_its_slash_is_still_redirected_to_the_endpoint(api):
+    response = api.get("/api/processes")
+
+    assert response.status_code == 301
+    assert response["Location"] == "/api/processes/"
+
+
+def test_pages_outside_the_api_keep_djangos_html_404(api, settings):
+    settings.DEBUG = False
+
+    response = api.get("/nope/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_an_unexpected_error_under_the_api_is_a_json_500_without_a_traceback(db, settings, monkeypatch):
+    from processes.api import engine_views
+
+    def broken() -> dict:
+        raise RuntimeError("secret internals: password=hunter2")
+
+    monkeypatch.setattr(engine_views, "engine_status", broken)
+    settings.DEBUG = False
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(UserFactory())
+
+    response = client.get("/api/settings/engine/")
+
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "detail": "internal error: the server could not answer this request; the error has been logged",
+    }
+    assert b"hunter2" not in response.content
+    assert b"Traceback" not in response.content
+
+
+def test_a_500_outside_the_api_keeps_djangos_html_page():
+    from django.test import RequestFactory
+
+    from orchestrator_site.api import handler500
+
+    response = handler500(RequestFactory().get("/admin/"))
+
+    assert response.status_code == 500
+    assert response["Content-Type"].startswith("text/html")
