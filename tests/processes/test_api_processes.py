@@ -268,6 +268,31 @@ def test_abort_refuses_a_reason_that_is_not_a_string(api):
 
 
 @runs
+@pytest.mark.parametrize("inventory_id", [10**30, 2**63, 10**4000], ids=["10**30", "int64-max+1", "4001-digits"])
+def test_start_refuses_an_integer_input_beyond_64_bits_naming_the_field(api, catalogue, inventory_id):
+    response = start(api, "create_node", data={**CREATE_NODE_INPUT, "inventory_id": inventory_id})
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "inventory_id": ["Ensure this value is less than or equal to 9223372036854775807."],
+    }
+    assert not Process.objects.exists()
+    assert not Subscription.objects.exists()
+
+
+@runs
+def test_an_integer_input_at_the_64_bit_bound_runs_to_the_end(api, catalogue):
+    response = start(api, "create_node", data={**CREATE_NODE_INPUT, "inventory_id": 2**63 - 1})
+
+    assert response.status_code == 201
+    assert response.json()["status"] == "completed"
+    link = ProcessSubscription.objects.get(process_id=response.json()["id"])
+    assert NodeProduct.load(link.subscription_id).node.inventory_id == 2**63 - 1
+    schema = api.get("/api/workflows/create_node/").json()["initial_input_form"]["properties"]["inventory_id"]
+    assert (schema["minimum"], schema["maximum"]) == (1, 2**63 - 1)
+
+
+@runs
 @pytest.mark.parametrize(("workflow_name", "subscription", "message"), [
     ("no_such_workflow", None, "unknown workflow 'no_such_workflow'; known workflows: "),
     ("modify_node", "00000000-0000-0000-0000-000000000001",
