@@ -1,4 +1,8 @@
-"""What every API view shares: errors as JSON with a human message and field errors, and pagination."""
+"""What every API view shares: errors as JSON with a human message and field errors, and pagination.
+
+Also the site's error views (handler400/403/404/500): under /api/ they answer with the same JSON body, never
+an HTML page; elsewhere (the admin) Django's own pages.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
@@ -82,3 +88,45 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is not None and isinstance(response.data, dict) and "detail" in response.data:
         response.data = error_body(str(response.data["detail"]))
     return response
+
+
+# --- the site's error views: JSON under /api/, Django's pages elsewhere -------------------------------
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path_info == "/api" or request.path_info.startswith("/api/")
+
+
+@csrf_exempt  # a client without a CSRF cookie posting to a wrong URL should learn the URL is wrong, not about CSRF
+def api_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """No endpoint at this path: the last route under /api/, so also with DEBUG on (no technical 404 page)."""
+    return JsonResponse(
+        error_body(f"no API endpoint at {request.path}; see /api/docs/ for the endpoints"),
+        status=status.HTTP_404_NOT_FOUND,
+    )
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if is_api_request(request):
+        return JsonResponse(error_body("bad request: refused as malformed or suspicious"), status=400)
+    return defaults.bad_request(request, exception)
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if is_api_request(request):
+        return JsonResponse(error_body(str(exception or "") or "permission denied"), status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if is_api_request(request):
+        return api_not_found(request, exception)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    """An unexpected error, already logged with its traceback by Django: a client gets no internals."""
+    if is_api_request(request):
+        return JsonResponse(
+            error_body("internal error: the server could not answer this request; the error has been logged"),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    return defaults.server_error(request)

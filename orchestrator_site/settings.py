@@ -193,6 +193,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "orchestrator_site.api.exception_handler",
+    # JSON only, for every view: a body nested too deeply is a 400 here, not a RecursionError (500) later.
+    "DEFAULT_PARSER_CLASSES": ["orchestrator_site.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",

@@ -6,10 +6,32 @@ from typing import Any
 
 from django import forms
 from django.core.validators import RegexValidator
+from django.forms.fields import InvalidJSONInput
 from rest_framework import fields as f
 from rest_framework import serializers
 
 from orchestrator_site.errors import InvalidInput
+from orchestrator_site.parsers import max_json_depth, too_deep_message
+from workflows.forms import integer_bounds
+
+
+class JSONFormField(forms.JSONField):
+    """Django's JSON form field, with too deep nesting a field error instead of a RecursionError (a 500).
+
+    Anything shallower than the limit but still too deep is the service's to refuse (validate_input).
+    """
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise forms.ValidationError(too_deep_message("the value", max_json_depth()), code="invalid") from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return InvalidJSONInput(data)  # shown back as typed, as for any invalid JSON
 
 
 def _common(field: f.Field) -> dict[str, Any]:
@@ -49,7 +71,9 @@ def django_field(field: f.Field) -> forms.Field:
     if isinstance(field, f.BooleanField):
         return forms.BooleanField(**common)
     if isinstance(field, f.IntegerField):
-        return forms.IntegerField(**_bounds(field), **common)
+        # The bounds the service enforces, defaults included: the form refuses what the service would.
+        low, high = integer_bounds(field)
+        return forms.IntegerField(min_value=low, max_value=high, **common)
     if isinstance(field, f.FloatField):
         return forms.FloatField(**_bounds(field), **common)
     if isinstance(field, f.DecimalField):
@@ -68,7 +92,7 @@ def django_field(field: f.Field) -> forms.Field:
     if isinstance(field, f.DateField):
         return forms.DateField(**common)
     if isinstance(field, f.ListField | f.DictField | f.JSONField | serializers.BaseSerializer):
-        return forms.JSONField(**common)
+        return JSONFormField(**common)
     if isinstance(field, f.CharField):
         if getattr(field, "allow_blank", False):
             common["required"] = False  # blank is a valid answer: the serializer gets ""

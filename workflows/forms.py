@@ -6,13 +6,49 @@ import logging
 import re
 from typing import Any
 
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from rest_framework import fields as f
 from rest_framework import serializers
 
 from orchestrator_site.errors import InvalidInput
+from orchestrator_site.parsers import max_json_depth, nesting_depth, too_deep_message
 
 logger = logging.getLogger(__name__)
+
+# The bounds of an integer field that declares none of its own: the signed 64-bit range. Beyond it a number
+# would pass the form and fail later, far from the user: in a bigint column, in another system's API, or
+# in a client that reads JSON numbers as 64-bit integers or doubles. An explicit min_value/max_value wins.
+INTEGER_MIN = -(2**63)
+INTEGER_MAX = 2**63 - 1
+
+
+def integer_bounds(field: f.IntegerField) -> tuple[Any, Any]:
+    """(minimum, maximum) of an integer field: its own, or the signed 64-bit range where it declares none."""
+    low = field.min_value if field.min_value is not None else INTEGER_MIN
+    high = field.max_value if field.max_value is not None else INTEGER_MAX
+    return low, high
+
+
+def _bound_integers(field: f.Field) -> None:
+    """Give every integer field of a bound form (nested ones too) the default bounds it does not declare.
+
+    Done on the form's instance, which DRF builds afresh for every validation: the declared class and its
+    explicit bounds are untouched.
+    """
+    if isinstance(field, f.IntegerField):
+        if field.min_value is None:
+            field.min_value = INTEGER_MIN
+            message = field.error_messages["min_value"].format(min_value=INTEGER_MIN)
+            field.validators.append(MinValueValidator(INTEGER_MIN, message=message))
+        if field.max_value is None:
+            field.max_value = INTEGER_MAX
+            message = field.error_messages["max_value"].format(max_value=INTEGER_MAX)
+            field.validators.append(MaxValueValidator(INTEGER_MAX, message=message))
+    elif isinstance(field, serializers.Serializer):
+        for child in field.fields.values():
+            _bound_integers(child)
+    elif isinstance(field, serializers.ListSerializer | f.ListField | f.DictField):
+        _bound_integers(field.child)
 
 
 def check_form(form: Any, *, where: str) -> None:
@@ -39,7 +75,9 @@ def validate_input(form: type[serializers.Serializer] | None, data: Any, *, what
                 errors={key: ["unknown field"] for key in data},
             )
         return {}
+    _refuse_deep_input(data, what=what)
     serializer = form(data=data)
+    _bound_integers(serializer)
     errors: dict[str, list[str]] = {}
     unknown = sorted(set(data) - set(serializer.fields))
     for key in unknown:
@@ -52,6 +90,23 @@ def validate_input(form: type[serializers.Serializer] | None, data: Any, *, what
         raise InvalidInput(f"{what}: invalid input ({summary})", errors=errors)
     # to_representation turns the validated values back into plain JSON types for the state.
     return dict(serializer.to_representation(serializer.validated_data))
+
+
+def _refuse_deep_input(data: dict[str, Any], *, what: str) -> None:
+    """Refuse input nested deeper than ORCHESTRATOR["JSON_MAX_DEPTH"], naming the fields, before any form sees it.
+
+    The input becomes the process state: every later step, log row, page and command reads it back, and
+    some of them walk it recursively. The input object itself is the first level.
+    """
+    limit = max_json_depth()
+    if nesting_depth(data, stop_above=limit) <= limit:
+        return
+    too_deep = sorted(key for key, value in data.items() if nesting_depth(value, stop_above=limit - 1) > limit - 1)
+    raise InvalidInput(
+        f"{what}: {too_deep_message('the input', limit)} ({', '.join(too_deep)})",
+        errors={key: [f"nested too deeply: at most {limit - 1} levels of arrays and objects inside a field"]
+                for key in too_deep},
+    )
 
 
 def _flatten(messages: Any) -> list[str]:
@@ -111,10 +166,10 @@ def _field_schema(field: f.Field) -> dict[str, Any]:
         out["type"] = "boolean"
     elif isinstance(field, f.IntegerField):
         out["type"] = "integer"
-        _bounds(field, out)
+        _bounds(out, *integer_bounds(field))  # the defaults too: validate_input enforces them
     elif isinstance(field, f.FloatField | f.DecimalField):
         out["type"] = "number"
-        _bounds(field, out)
+        _bounds(out, getattr(field, "min_value", None), getattr(field, "max_value", None))
     elif isinstance(field, f.IPAddressField):
         out["type"] = "string"
         out["format"] = {"ipv4": "ipv4", "ipv6": "ipv6"}.get(field.protocol, "ip-address")
@@ -161,9 +216,8 @@ def _pattern(field: f.Field) -> str | None:
     return None
 
 
-def _bounds(field: f.Field, out: dict[str, Any]) -> None:
-    for attr, key in (("min_value", "minimum"), ("max_value", "maximum")):
-        value = getattr(field, attr, None)
+def _bounds(out: dict[str, Any], low: Any, high: Any) -> None:
+    for value, key in ((low, "minimum"), (high, "maximum")):
         if value is not None:
             out[key] = value if isinstance(value, int | float) else float(value)
 

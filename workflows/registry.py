@@ -98,8 +98,11 @@ def workflow(
         if not steps or steps[0] is not init:
             # The engine logs the first step with the initial state when the process is created.
             steps = init >> steps
-        if steps[-1].kind not in (StepKind.DONE, StepKind.ABORT):
+        if steps[-1].kind not in (StepKind.DONE, StepKind.ABORT) or steps[-1].condition is not None:
+            # A conditional last step that is skipped would leave the process past its end: end it with done.
+            _refuse_conditional_done(workflow_name, steps)
             steps = steps >> done
+        _refuse_unreachable_steps(workflow_name, steps, body if wrap else None, target)
         duplicates = sorted({n for n in steps.names if steps.names.count(n) > 1})
         if duplicates:
             raise TypeError(
@@ -124,6 +127,36 @@ def workflow(
         return spec
 
     return decorate
+
+
+def _refuse_conditional_done(workflow_name: str, steps: StepList) -> None:
+    last = steps[-1]
+    if last.kind == StepKind.DONE:
+        raise TypeError(
+            f"workflow {workflow_name}: its last step, step {len(steps)} ({last.name!r}), is a conditional done: "
+            f"when its condition is false no step would be left to complete the process; drop the condition"
+        )
+
+
+def _refuse_unreachable_steps(workflow_name: str, steps: StepList, body: StepList | None, target: str) -> None:
+    """Refuse an unconditional done or abort before the last step: the steps after it could never run.
+
+    A conditional one stays allowed: when its condition is false the process goes on with the next step.
+    """
+    for position, ending in enumerate(steps[:-1], start=1):
+        if ending.kind not in (StepKind.DONE, StepKind.ABORT) or ending.condition is not None:
+            continue
+        never = ", ".join(repr(name) for name in steps.names[position:])
+        if ending.kind == StepKind.DONE:
+            does, fix = "completes", "remove it or the steps after it"
+        else:
+            does, fix = "aborts", "abort only when needed with conditional(predicate)(abort), or end the workflow there"
+        if body is not None and ending in body:
+            fix += f" (the standard steps of a {target} workflow come after its body)"
+        raise TypeError(
+            f"workflow {workflow_name}: step {position} ({ending.name!r}) {does} the process unconditionally, "
+            f"so the steps after it could never run: {never}; {fix}"
+        )
 
 
 def register(spec: WorkflowSpec) -> None:

@@ -17,7 +17,6 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import permissions, serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -178,7 +177,6 @@ class EngineSettingsView(APIView):
     """The engine's pause switch. Reading needs a signed-in user; pausing or resuming needs staff."""
 
     permission_classes = [ReadOrStaffChange]
-    parser_classes = [JSONParser]
 
     @extend_schema(
         responses={200: EngineSettingsSerializer, 401: ErrorBodySerializer},

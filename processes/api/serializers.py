@@ -31,11 +31,36 @@ class StrictSerializer(serializers.Serializer):
         return value
 
 
+class TextField(serializers.CharField):
+    """A JSON string and nothing else: DRF's CharField turns `5` into `"5"`, a guess that makes a wrong type
+    look like an unknown name or id (404) instead of the invalid input it is (400, naming the field)."""
+
+    default_error_messages = {"not_text": "Must be a string, not {kind}."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_text", kind=json_kind(data))
+        return super().to_internal_value(data)
+
+
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value was, in JSON's words (a client sent JSON, not Python)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null" if value is None else type(value).__name__
+
+
 class StartProcessSerializer(StrictSerializer):
-    workflow = serializers.CharField(max_length=100, help_text="The workflow's name (see /api/workflows/).")
+    workflow = TextField(max_length=100, help_text="The workflow's name (see /api/workflows/).")
     # A plain string, not a UUID field: an id that is not a subscription's (malformed or unknown) is a 404
     # from the service, the same answer for both.
-    subscription = serializers.CharField(
+    subscription = TextField(
         max_length=100, required=False, allow_null=True, default=None,
         help_text="The id (UUID) of the subscription to work on; null for a create workflow or a task.",
     )
@@ -51,7 +76,7 @@ class ResumeProcessSerializer(StrictSerializer):
 
 
 class AbortProcessSerializer(StrictSerializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
+    reason = TextField(required=False, allow_blank=True, default="", max_length=2000,
                                    help_text="Why the process is aborted; kept in its log.")
 
 

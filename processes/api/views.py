@@ -13,7 +13,6 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -76,7 +75,6 @@ class ProcessViewSet(viewsets.GenericViewSet):
     serializer_class = ProcessListItemSerializer
     filter_backends = [DjangoFilterBackend]
     filterset_class = ProcessFilter
-    parser_classes = [JSONParser]
     # Any string: a malformed id reaches the service and is a JSON 404, not the router's HTML one.
     lookup_value_regex = "[^/]+"
     lookup_url_kwarg = "id"  # the path reads /api/processes/{id}/, as the API contract says

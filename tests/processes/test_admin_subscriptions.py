@@ -14,7 +14,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from orchestrator_site.errors import Conflict, InvalidInput
-from processes.admin_forms import form_for
+from processes.admin_forms import JSONFormField, form_for
 from processes.admin_subscriptions import SubscriptionProcessesAdmin
 from processes.models import InputState, Process, ProcessSubscription
 from processes.services import abort_process, set_in_sync, start_process
@@ -158,7 +158,7 @@ def test_the_initial_form_is_rendered_as_an_admin_form(staff_client, active_node
     expected = {
         "hostname": forms.RegexField, "vlan": forms.IntegerField, "role": forms.ChoiceField,
         "enabled": forms.BooleanField, "speed": forms.DecimalField, "address": forms.GenericIPAddressField,
-        "ticket": forms.UUIDField, "window": forms.DateField, "at": forms.DateTimeField, "tags": forms.JSONField,
+        "ticket": forms.UUIDField, "window": forms.DateField, "at": forms.DateTimeField, "tags": JSONFormField,
     }
     assert {name: type(field) for name, field in fields.items()} == expected
     assert fields["hostname"].required and not fields["role"].required and not fields["enabled"].required
@@ -195,6 +195,33 @@ def test_invalid_input_shows_field_errors_and_creates_nothing(staff_client, acti
     assert Process.objects.count() == before
     active_node.refresh_from_db()
     assert active_node.insync is True
+
+
+def test_deeply_nested_json_in_a_form_field_is_a_field_error_not_a_500(staff_client, active_node, t_configure) -> None:
+    before = Process.objects.count()
+
+    for tags, message in (
+        ("[" * 20000 + "]" * 20000, "the value is nested too deeply: at most 32 levels"),  # past Python's recursion
+        ("[" * 40 + "]" * 40, "nested too deeply: at most 31 levels"),  # parsed, then refused by the service
+    ):
+        response = staff_client.post(start_url(active_node, "t_admin_configure"),
+                                     {"hostname": "rtr", "vlan": "10", "tags": tags})
+
+        assert response.status_code == 200
+        assert message in response.context["form"].errors["tags"][0]
+    assert Process.objects.count() == before
+
+
+def test_an_integer_field_without_bounds_gets_the_64_bit_range_in_the_admin_form_too() -> None:
+    class Counted(serializers.Serializer):
+        count = serializers.IntegerField()
+        vlan = serializers.IntegerField(min_value=1, max_value=4094)
+
+    form = form_for(Counted, data={"count": str(2**63), "vlan": "4094"})
+
+    assert (form.fields["count"].min_value, form.fields["count"].max_value) == (-(2**63), 2**63 - 1)
+    assert (form.fields["vlan"].min_value, form.fields["vlan"].max_value) == (1, 4094)
+    assert form.errors == {"count": ["Ensure this value is less than or equal to 9223372036854775807."]}
 
 
 def test_valid_input_starts_the_process_and_redirects_to_it(staff_client, staff_user, active_node,

@@ -201,7 +201,7 @@ def test_start_refuses_unknown_keys_and_wrong_types_with_400_and_field_errors(ap
 
     wrong = api.post(URL, {"workflow": ["t_writes"], "input": "red"}, format="json")
     assert wrong.status_code == 400
-    assert wrong.json()["errors"] == {"workflow": ["Not a valid string."],
+    assert wrong.json()["errors"] == {"workflow": ["Must be a string, not an array."],
                                       "input": ['Expected a dictionary of items but got type "str".']}
 
     not_an_object = api.post(URL, ["t_writes"], format="json")
@@ -234,6 +234,62 @@ def test_start_refuses_input_the_workflows_form_refuses_with_400_and_its_field_e
         "detail": "cannot start modify_node: it works on a subscription; give the subscription's id",
         "errors": {"subscription": ["This field is required."]},
     }
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"workflow": 5}, "workflow", "Must be a string, not a number."),
+        ({"workflow": ["t_writes"]}, "workflow", "Must be a string, not an array."),
+        ({"workflow": {"a": 1}}, "workflow", "Must be a string, not an object."),
+        ({"workflow": True}, "workflow", "Must be a string, not a boolean."),
+        ({"workflow": None}, "workflow", "This field may not be null."),
+        ({"workflow": "t_writes", "input": "text"}, "input", 'Expected a dictionary of items but got type "str".'),
+        ({"workflow": "modify_node", "subscription": 5}, "subscription", "Must be a string, not a number."),
+        ({"workflow": "modify_node", "subscription": [str(uuid.UUID(int=1))]}, "subscription",
+         "Must be a string, not an array."),
+    ],
+    ids=["workflow-int", "workflow-list", "workflow-object", "workflow-bool", "workflow-null", "input-text",
+         "subscription-int", "subscription-list"],
+)
+def test_start_refuses_a_field_of_the_wrong_json_type_with_a_400_field_error_not_a_404(api, body, field, message):
+    response = api.post(URL, body, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": f"invalid input ({field}: {message})", "errors": {field: [message]}}
+    assert not Process.objects.exists()
+
+
+def test_abort_refuses_a_reason_that_is_not_a_string(api):
+    response = api.post(f"{detail(uuid.uuid4())}abort/", {"reason": 5}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"reason": ["Must be a string, not a number."]}
+
+
+@runs
+@pytest.mark.parametrize("inventory_id", [10**30, 2**63, 10**4000], ids=["10**30", "int64-max+1", "4001-digits"])
+def test_start_refuses_an_integer_input_beyond_64_bits_naming_the_field(api, catalogue, inventory_id):
+    response = start(api, "create_node", data={**CREATE_NODE_INPUT, "inventory_id": inventory_id})
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "inventory_id": ["Ensure this value is less than or equal to 9223372036854775807."],
+    }
+    assert not Process.objects.exists()
+    assert not Subscription.objects.exists()
+
+
+@runs
+def test_an_integer_input_at_the_64_bit_bound_runs_to_the_end(api, catalogue):
+    response = start(api, "create_node", data={**CREATE_NODE_INPUT, "inventory_id": 2**63 - 1})
+
+    assert response.status_code == 201
+    assert response.json()["status"] == "completed"
+    link = ProcessSubscription.objects.get(process_id=response.json()["id"])
+    assert NodeProduct.load(link.subscription_id).node.inventory_id == 2**63 - 1
+    schema = api.get("/api/workflows/create_node/").json()["initial_input_form"]["properties"]["inventory_id"]
+    assert (schema["minimum"], schema["maximum"]) == (1, 2**63 - 1)
 
 
 @runs

@@ -47,9 +47,12 @@ def test_bench_engine_keep_leaves_the_processes():
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(("option", "value"), [("processes", 0), ("steps", 0), ("processes", -5)])
-def test_bench_engine_refuses_fewer_than_one(option, value):
-    with pytest.raises(CommandError, match=f"--{option} must be at least 1"):
+@pytest.mark.parametrize(("option", "value", "most"), [
+    ("processes", 0, 1_000_000), ("steps", 0, 1_000), ("processes", -5, 1_000_000),
+    ("processes", 10**20, 1_000_000), ("steps", 5_000, 1_000),
+])
+def test_bench_engine_refuses_a_count_out_of_its_range(option, value, most):
+    with pytest.raises(CommandError, match=f"--{option} must be a whole number from 1 to {most}, not {value}"):
         call_command("bench_engine", **{option: value}, stdout=StringIO())
 
 

@@ -457,8 +457,10 @@ def test_list_workflows_shows_targets_products_and_input_fields():
     [
         (["start_workflow", "nope"], "unknown workflow 'nope'"),
         (["start_workflow", "create_node", "--input", "{bad"], "--input is not valid JSON"),
+        (["start_workflow", "create_node", "--input", "[" * 20000 + "]" * 20000],
+         "--input is nested too deeply: at most 32 levels of arrays and objects are accepted"),
     ],
-    ids=["unknown-workflow", "malformed-json"],
+    ids=["unknown-workflow", "malformed-json", "40kB-of-brackets"],
 )
 def test_a_refusal_on_the_command_line_exits_non_zero_with_one_line(tmp_path, args, expected):
     # Its own, empty database: these refusals must come before any database access.
@@ -474,3 +476,67 @@ def test_a_refusal_on_the_command_line_exits_non_zero_with_one_line(tmp_path, ar
     assert len(lines) == 1, result.stderr
     assert expected in lines[0]
     assert result.stdout == ""
+
+
+BAD_NUMBERS = {
+    "limit-1e20": (["list_processes", "--limit", "1e20"],
+                   "argument --limit: must be a whole number from 1 to 10000, not '1e20'"),
+    "limit-abc": (["list_processes", "--limit", "abc"],
+                  "argument --limit: must be a whole number from 1 to 10000, not 'abc'"),
+    "limit-20-digits": (["list_processes", "--limit", "99999999999999999999"],
+                        "argument --limit: must be a whole number from 1 to 10000, not '99999999999999999999'"),
+    "offset-negative": (["list_processes", "--offset", "-1"],
+                        "argument --offset: must be a whole number from 0 to 9223372036854775807, not '-1'"),
+    "offset-20-digits": (["list_processes", "--offset", "99999999999999999999"],
+                         "argument --offset: must be a whole number from 0 to 9223372036854775807, "
+                         "not '99999999999999999999'"),
+    "bench-processes-1e20": (["bench_engine", "--processes", "1e20"],
+                             "argument --processes: must be a whole number from 1 to 1000000, not '1e20'"),
+    "bench-steps-20-digits": (["bench_engine", "--steps", "99999999999999999999"],
+                              "argument --steps: must be a whole number from 1 to 1000, not '99999999999999999999'"),
+    "bench-timeout-nan": (["bench_engine", "--timeout", "nan"],
+                          "argument --timeout: must be a number of seconds above 0 and at most 86400, not 'nan'"),
+    "scheduler-interval-negative": (["run_scheduler", "--interval", "-1"],
+                                    "argument --interval: must be a number of seconds above 0 and at most 86400, "
+                                    "not '-1'"),
+    "worker-concurrency-0": (["run_worker", "--concurrency", "0"],
+                             "argument --concurrency/-c: must be a whole number from 1 to 1024, not '0'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NUMBERS))
+def test_a_bad_number_argument_is_refused_with_its_range(case):
+    args, expected = BAD_NUMBERS[case]
+
+    with pytest.raises(CommandError) as excinfo:
+        call_command(*args, stdout=StringIO(), stderr=StringIO())
+
+    assert str(excinfo.value) == f"Error: {expected}"
+
+
+@pytest.mark.parametrize("case", ["limit-1e20", "offset-20-digits", "bench-steps-20-digits", "worker-concurrency-0"])
+def test_a_bad_argument_on_the_command_line_is_one_line_and_exit_status_2(tmp_path, case):
+    args, expected = BAD_NUMBERS[case]
+    # Its own, empty database: arguments are refused before anything else happens.
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}", "DJANGO_ENV": "development"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=Path(settings.BASE_DIR), env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    # argparse would print the whole usage first: a dozen lines of Django's common options.
+    assert result.stderr.splitlines() == [f"manage.py {args[0]}: error: {expected} (see --help)"]
+
+
+@db_only
+def test_list_processes_refuses_an_out_of_range_page_passed_directly_or_as_arguments():
+    # call_command(limit=...) skips argparse's types: the command checks the same bounds itself.
+    assert refused("list_processes", limit=10**20) == (
+        "--limit must be a whole number from 1 to 10000, not 100000000000000000000")
+    assert refused("list_processes", offset=-1) == (
+        "--offset must be a whole number from 0 to 9223372036854775807, not -1")
+    assert refused("list_processes", "--limit", "1e20") == (
+        "Error: argument --limit: must be a whole number from 1 to 10000, not '1e20'")
+    assert run("list_processes", offset=2**63 - 1).strip() == "0 of 0 processes."

@@ -411,3 +411,145 @@ def test_one_name_declared_in_two_modules_is_refused(declared):
         workflow("DSL test: second declaration", name=name)(second)
 
     assert all_workflows()[name] is first
+
+
+# --- done and abort: only at the end, unless conditional --------------------------------------------
+def test_registration_refuses_an_unconditional_abort_before_the_end(declared):
+    declared.append(f"{PREFIX}abort_early")
+
+    with pytest.raises(TypeError) as excinfo:
+
+        @workflow("DSL test: aborts before the end", name=f"{PREFIX}abort_early")
+        def abort_early() -> StepList:
+            return begin >> alpha >> abort >> beta >> gamma
+
+    message = str(excinfo.value)
+    assert f"workflow {PREFIX}abort_early" in message
+    assert "step 3 ('Abort') aborts the process unconditionally" in message
+    assert "could never run: 'Beta', 'Gamma', 'Done'" in message
+    assert "conditional(predicate)(abort)" in message
+    assert f"{PREFIX}abort_early" not in all_workflows()
+
+
+def test_registration_refuses_an_unconditional_done_before_the_end(declared):
+    declared.append(f"{PREFIX}done_early")
+
+    with pytest.raises(TypeError) as excinfo:
+
+        @workflow("DSL test: done before the end", name=f"{PREFIX}done_early")
+        def done_early() -> StepList:
+            return begin >> alpha >> done >> beta >> abort
+
+    message = str(excinfo.value)
+    assert f"workflow {PREFIX}done_early" in message
+    assert "step 3 ('Done') completes the process unconditionally" in message
+    assert "could never run: 'Beta', 'Abort'" in message
+    assert f"{PREFIX}done_early" not in all_workflows()
+
+
+@pytest.mark.parametrize("ending", [abort, done], ids=["abort", "done"])
+def test_registration_refuses_a_wrapped_body_that_ends_the_process_before_the_standard_steps(declared, ending):
+    declared.append(f"{PREFIX}wrapped_ending")
+
+    with pytest.raises(TypeError) as excinfo:
+
+        @modify_workflow("DSL test: body ends the process", name=f"{PREFIX}wrapped_ending")
+        def wrapped_ending() -> StepList:
+            return begin >> alpha >> ending
+
+    message = str(excinfo.value)
+    assert f"step 5 ({ending.name!r})" in message
+    assert "could never run: 'Resync', 'Done'" in message
+    assert "standard steps of a modify workflow come after its body" in message
+    assert f"{PREFIX}wrapped_ending" not in all_workflows()
+
+
+def test_registration_refuses_an_abort_at_the_end_of_a_task_body(declared):
+    # A task's wrapper appends done itself: an abort ending the body would come before it.
+    declared.append(f"{PREFIX}task_abort")
+
+    with pytest.raises(TypeError, match=r"step 3 \('Abort'\).*could never run: 'Done'"):
+
+        @task("DSL test: task ends in abort", name=f"{PREFIX}task_abort")
+        def task_abort() -> StepList:
+            return begin >> alpha >> abort
+
+
+def test_a_conditional_abort_in_the_middle_is_allowed(declared):
+    declared.extend([f"{PREFIX}maybe_abort", f"{PREFIX}maybe_abort_modify"])
+
+    @workflow("DSL test: aborts only when told", name=f"{PREFIX}maybe_abort")
+    def maybe_abort() -> StepList:
+        return begin >> alpha >> conditional(lambda state: state.get("stop", False))(abort) >> beta
+
+    @modify_workflow("DSL test: modify that may abort", name=f"{PREFIX}maybe_abort_modify")
+    def maybe_abort_modify() -> StepList:
+        return begin >> alpha >> conditional(lambda state: False)(abort) >> beta
+
+    assert maybe_abort.steps.names == ["Start", "Alpha", "Abort", "Beta", "Done"]
+    assert maybe_abort.steps[2].condition is not None
+    assert maybe_abort_modify.steps.names == [
+        "Start", "Link subscription to process", "Unsync", "Alpha", "Abort", "Beta", "Resync", "Done",
+    ]
+
+
+def test_a_conditional_abort_at_the_end_is_followed_by_done(declared):
+    # Skipped, it must not leave the process past its last step: done completes it.
+    declared.append(f"{PREFIX}abort_last_maybe")
+
+    @workflow("DSL test: may abort at the end", name=f"{PREFIX}abort_last_maybe")
+    def abort_last_maybe() -> StepList:
+        return begin >> alpha >> conditional(lambda state: False)(abort)
+
+    assert abort_last_maybe.steps.names == ["Start", "Alpha", "Abort", "Done"]
+    assert abort_last_maybe.steps[-1] is done
+
+
+def test_a_conditional_done_at_the_end_is_refused(declared):
+    declared.append(f"{PREFIX}done_last_maybe")
+
+    with pytest.raises(TypeError, match=r"step 3 \('Done'\), is a conditional done.*drop the condition"):
+
+        @workflow("DSL test: may complete at the end", name=f"{PREFIX}done_last_maybe")
+        def done_last_maybe() -> StepList:
+            return begin >> alpha >> conditional(lambda state: False)(done)
+
+    assert f"{PREFIX}done_last_maybe" not in all_workflows()
+
+
+class StopForm(serializers.Serializer):
+    stop = serializers.BooleanField()
+
+
+@step("Record the run")
+def record_run(process_id: str) -> dict:
+    return {"ran_after_the_abort": True}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stop", [False, True], ids=["condition-false", "condition-true"])
+def test_the_engine_runs_past_a_conditional_abort_when_false_and_aborts_when_true(declared, stop):
+    from processes.models import ProcessStep
+    from processes.services import start_process
+
+    name = f"{PREFIX}engine_maybe_abort"
+    declared.append(name)
+
+    @workflow("DSL test: the engine and a conditional abort", name=name, initial_input_form=StopForm)
+    def engine_maybe_abort() -> StepList:
+        return begin >> alpha >> conditional(lambda state: state["stop"])(abort) >> record_run
+
+    process = start_process(name, user_input={"stop": stop}, by="tester")
+
+    rows = list(ProcessStep.objects.filter(process=process).order_by("id").values_list("name", "status"))
+    if stop:
+        assert process.status == "aborted"
+        assert process.failed_reason == "the workflow aborted at step 'Abort'"
+        assert rows == [("Start", "success"), ("Alpha", "success"), ("Abort", "abort")]
+    else:
+        assert process.status == "completed"
+        assert rows == [
+            ("Start", "success"), ("Alpha", "success"), ("Abort", "skipped"), ("Record the run", "success"),
+            ("Done", "complete"),
+        ]
+        assert ProcessStep.objects.filter(process=process).order_by("id").last().state["ran_after_the_abort"]

@@ -249,3 +249,113 @@ def test_schema_of_other_field_types():
     assert "pattern" not in props["unicode_slug"]
     assert props["link"] == {"title": "Link", "type": "string", "format": "uri"}
     assert sorted(schema["required"]) == ["address", "link", "modes", "ratio", "slug", "tags", "unicode_slug"]
+
+
+# --- integer bounds and nesting depth -----------------------------------------------------------------
+class Counts(serializers.Serializer):
+    count = serializers.IntegerField()
+    positive = serializers.IntegerField(min_value=1)
+    huge = serializers.IntegerField(max_value=10**30)
+    many = serializers.ListField(child=serializers.IntegerField(), required=False)
+
+
+COUNTS = {"count": 0, "positive": 1, "huge": 0}
+
+
+@pytest.mark.parametrize("value", [2**63 - 1, -(2**63)], ids=["int64-max", "int64-min"])
+def test_an_integer_field_without_bounds_takes_the_signed_64_bit_range(value):
+    assert validate_input(Counts, {**COUNTS, "count": value}, what="input")["count"] == value
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (2**63, "Ensure this value is less than or equal to 9223372036854775807."),
+        (10**30, "Ensure this value is less than or equal to 9223372036854775807."),
+        (-(2**63) - 1, "Ensure this value is greater than or equal to -9223372036854775808."),
+        (1e300, "A valid integer is required."),
+    ],
+    ids=["int64-max+1", "10**30", "int64-min-1", "1e300"],
+)
+def test_an_integer_beyond_the_default_bounds_is_refused_naming_the_field(value, message):
+    error = refused(Counts, {**COUNTS, "count": value})
+
+    assert error.errors == {"count": [message]}
+    assert error.status_code == 400
+
+
+def test_explicit_bounds_are_kept_and_the_missing_side_gets_the_default():
+    assert validate_input(Counts, {**COUNTS, "huge": 10**29}, what="input")["huge"] == 10**29
+    assert refused(Counts, {**COUNTS, "huge": 10**30 + 1}).errors == {
+        "huge": ["Ensure this value is less than or equal to 1000000000000000000000000000000."]}
+    assert refused(Counts, {**COUNTS, "positive": 0}).errors == {
+        "positive": ["Ensure this value is greater than or equal to 1."]}
+    assert refused(Counts, {**COUNTS, "positive": 2**63}).errors == {
+        "positive": ["Ensure this value is less than or equal to 9223372036854775807."]}
+    assert refused(CreateNodeForm, {**GOOD_NODE, "inventory_id": 10**30}).errors == {
+        "inventory_id": ["Ensure this value is less than or equal to 9223372036854775807."]}
+    assert refused(CreateNodeForm, {**GOOD_NODE, "inventory_id": -1}).errors == {
+        "inventory_id": ["Ensure this value is greater than or equal to 1."]}
+    # The declared form is untouched: the defaults live on each validation's own copy of the fields.
+    assert CreateNodeForm().fields["inventory_id"].max_value is None
+    assert Counts().fields["count"].min_value is None
+
+
+def test_integers_in_lists_and_nested_forms_get_the_default_bounds_too():
+    class Inner(serializers.Serializer):
+        size = serializers.IntegerField()
+
+    class Outer(serializers.Serializer):
+        inner = Inner()
+        inners = Inner(many=True, required=False)
+
+    assert refused(Counts, {**COUNTS, "many": [1, 2**63]}).errors == {
+        "many": ["1: Ensure this value is less than or equal to 9223372036854775807."]}
+    assert refused(Outer, {"inner": {"size": 2**64}}).errors == {
+        "inner": ["size: Ensure this value is less than or equal to 9223372036854775807."]}
+    assert "inners" in refused(Outer, {"inner": {"size": 1}, "inners": [{"size": -(2**64)}]}).errors
+
+
+def test_the_schema_shows_the_bounds_the_form_enforces():
+    props = json_schema(Counts)["properties"]
+
+    assert (props["count"]["minimum"], props["count"]["maximum"]) == (-(2**63), 2**63 - 1)
+    assert (props["positive"]["minimum"], props["positive"]["maximum"]) == (1, 2**63 - 1)
+    assert (props["huge"]["minimum"], props["huge"]["maximum"]) == (-(2**63), 10**30)
+    assert props["many"]["items"] == {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+    node = json_schema(CreateNodeForm)["properties"]["inventory_id"]
+    assert (node["minimum"], node["maximum"]) == (1, 2**63 - 1)
+    validator = Draft202012Validator(json_schema(CreateNodeForm))
+    assert validator.is_valid({**GOOD_NODE, "inventory_id": 2**63 - 1})
+    assert not validator.is_valid({**GOOD_NODE, "inventory_id": 2**63})
+
+
+def nested(depth: int) -> object:
+    """A value `depth` levels of objects deep: {"a": {"a": ... 1}}."""
+    value: object = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_input_nested_deeper_than_the_limit_is_refused_naming_the_field():
+    class Free(serializers.Serializer):
+        data = serializers.JSONField()
+        other = serializers.JSONField(required=False)
+
+    # The input object is the first of the 32 levels allowed; its fields hold at most 31.
+    assert validate_input(Free, {"data": nested(31)}, what="input")["data"] == nested(31)
+    error = refused(Free, {"data": nested(32), "other": [1]})
+
+    assert error.errors == {"data": ["nested too deeply: at most 31 levels of arrays and objects inside a field"]}
+    assert "the input is nested too deeply: at most 32 levels" in error.detail
+    assert "data" in refused(Free, {"data": nested(5000)}).errors  # deeper than Python's own recursion limit
+
+
+def test_the_depth_limit_is_a_setting(settings):
+    settings.ORCHESTRATOR = {"JSON_MAX_DEPTH": 3}
+    free = type("Free", (serializers.Serializer,), {"data": serializers.JSONField()})
+
+    assert validate_input(free, {"data": {"a": [1]}}, what="input") == {"data": {"a": [1]}}
+    assert refused(free, {"data": {"a": [[1]]}}).errors == {
+        "data": ["nested too deeply: at most 2 levels of arrays and objects inside a field"]}

@@ -1,20 +1,112 @@
-"""What the process commands share: one-line errors instead of tracebacks, JSON input, process output."""
+"""What the process commands share: one-line errors instead of tracebacks, bounded numbers, JSON input, output."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from orchestrator_site.errors import OrchestratorError
+from orchestrator_site.parsers import max_json_depth, too_deep_message
 from processes.models import Process
 
+# The largest LIMIT or OFFSET the database takes (PostgreSQL: a bigint); beyond it a query fails.
+BIGINT_MAX = 2**63 - 1
 
-class ProcessCommand(BaseCommand):
+
+class WholeNumber:
+    """An argparse `type=`: a whole number from `minimum` to `maximum`, or one clear error naming the range.
+
+    `1e20`, `1.5`, `abc` and numbers beyond the range are refused when the arguments are parsed; `check()`
+    applies the same rule to a value given directly (call_command(..., limit=...) skips argparse's types).
+    """
+
+    def __init__(self, minimum: int, maximum: int) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def __call__(self, raw: str) -> int:
+        value = self._parse(raw)
+        if value is None:
+            raise argparse.ArgumentTypeError(self.describe(raw))
+        return value
+
+    def check(self, option: str, value: Any) -> int:
+        parsed = self._parse(value)
+        if parsed is None:
+            raise CommandError(f"{option} {self.describe(value)}")
+        return parsed
+
+    def describe(self, raw: Any) -> str:
+        return f"must be a whole number from {self.minimum} to {self.maximum}, not {raw!r}"
+
+    def _parse(self, raw: Any) -> int | None:
+        if isinstance(raw, bool):
+            return None
+        try:
+            # int() refuses "1e20" and "1.5" (and, by Python's own limit, numbers of over 4300 digits).
+            value = raw if isinstance(raw, int) else int(str(raw).strip())
+        except ValueError:
+            return None
+        return value if self.minimum <= value <= self.maximum else None
+
+
+class Seconds:
+    """An argparse `type=`: a finite number of seconds above 0 and at most `maximum` (no nan, inf or negatives)."""
+
+    def __init__(self, maximum: float) -> None:
+        self.maximum = maximum
+
+    def __call__(self, raw: str) -> float:
+        value = self._parse(raw)
+        if value is None:
+            raise argparse.ArgumentTypeError(self.describe(raw))
+        return value
+
+    def check(self, option: str, value: Any) -> float:
+        parsed = self._parse(value)
+        if parsed is None:
+            raise CommandError(f"{option} {self.describe(value)}")
+        return parsed
+
+    def describe(self, raw: Any) -> str:
+        return f"must be a number of seconds above 0 and at most {self.maximum:g}, not {raw!r}"
+
+    def _parse(self, raw: Any) -> float | None:
+        if isinstance(raw, bool):
+            return None
+        try:
+            value = float(raw)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        return value if math.isfinite(value) and 0 < value <= self.maximum else None
+
+
+class OneLineErrorParser(CommandParser):
+    """Django's command parser, with a wrong argument one line on stderr instead of a screenful of usage."""
+
+    def error(self, message: str) -> Any:
+        if self.called_from_command_line:
+            self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        raise CommandError(f"Error: {message}")
+
+
+class OneLineCommand(BaseCommand):
+    """A command whose wrong arguments print one clear line and exit non-zero (2), as argparse does, minus the usage."""
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        # BaseCommand builds a CommandParser itself; only its error() differs, so change the class in place.
+        parser.__class__ = OneLineErrorParser
+        return parser
+
+
+class ProcessCommand(OneLineCommand):
     """A command whose refusals (bad input, wrong status...) print one clear line and exit non-zero."""
 
     def execute(self, *args: Any, **options: Any) -> Any:
@@ -47,6 +139,12 @@ class ProcessCommand(BaseCommand):
             raise CommandError(
                 f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from exc
+        except RecursionError:
+            # Python's decoder recurses once per level: thousands of brackets exhaust its stack.
+            # (Shallower but too deep input is the service's to refuse, naming the fields.)
+            raise CommandError(too_deep_message(source, max_json_depth())) from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise CommandError(f"{source} is not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise CommandError(f"{source} must be a JSON object ({{...}}), not a {type(value).__name__}")
         return value

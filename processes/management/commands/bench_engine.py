@@ -6,6 +6,7 @@ run the processes through W threads or W Celery worker processes and report step
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
@@ -33,6 +34,7 @@ from orchestrator_site.conf import orchestrator_setting
 from processes.bench_workflow import STEPS_ENV, declare_bench_workflow
 from processes.engine import engine_paused
 from processes.executors import threadpool
+from processes.management.commands._base import OneLineCommand, Seconds, WholeNumber
 from processes.models import Process, ProcessStatus
 from processes.services import start_process
 from workflows.dsl import State
@@ -47,6 +49,11 @@ DELETE_CHUNK = 500
 EXECUTOR_CHOICES = ("inline", "threadpool", "celery")
 DEFAULT_BROKER = "redis://127.0.0.1:6379/6"
 UNFINISHED = (ProcessStatus.CREATED, ProcessStatus.RUNNING, ProcessStatus.RESUMED)
+# Sane bounds: a benchmark that would run for days, or declare a workflow of a million steps, is a typo.
+PROCESSES = WholeNumber(1, 1_000_000)
+STEPS = WholeNumber(1, 1_000)
+WORKERS = WholeNumber(1, 256)
+TIMEOUT = Seconds(maximum=86_400.0)
 
 
 @dataclass
@@ -58,15 +65,17 @@ class StepQueries:
     outside: list[str]
 
 
-class Command(BaseCommand):
+class Command(OneLineCommand):
     help = (
         "Run N processes of M no-op steps through the engine and compare its steps/s with a raw driver "
         "baseline (insert a step row, update a process row, commit) on the same database."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--processes", type=int, default=200, help="How many processes to run (default 200).")
-        parser.add_argument("--steps", type=int, default=10, help="No-op body steps per process (default 10).")
+        parser.add_argument("--processes", type=PROCESSES, default=200,
+                            help=f"How many processes to run (default 200, at most {PROCESSES.maximum:,}).")
+        parser.add_argument("--steps", type=STEPS, default=10,
+                            help=f"No-op body steps per process (default 10, at most {STEPS.maximum:,}).")
         parser.add_argument("--keep", action="store_true", help="Keep the benchmark's processes afterwards.")
         parser.add_argument("--verbose-queries", action="store_true", help="Print the SQL of one engine step.")
         parser.add_argument("--executor", default="inline",
@@ -77,23 +86,20 @@ class Command(BaseCommand):
         parser.add_argument("--broker", default=os.environ.get("BENCH_ENGINE_BROKER_URL", DEFAULT_BROKER),
                             help=f"A Redis database of its own for --executor celery, flushed before and after "
                                  f"(default {DEFAULT_BROKER}).")
-        parser.add_argument("--timeout", type=float, default=600.0,
+        parser.add_argument("--timeout", type=TIMEOUT, default=600.0,
                             help="Seconds to wait for one worker count's processes to complete (default 600).")
 
     def handle(self, *args: Any, processes: int, steps: int, keep: bool, verbose_queries: bool,
                executor: str = "inline", workers: str = "1", broker: str = DEFAULT_BROKER, timeout: float = 600.0,
                **options: Any) -> None:
-        if processes < 1:
-            raise CommandError(f"--processes must be at least 1, not {processes}")
-        if steps < 1:
-            raise CommandError(f"--steps must be at least 1, not {steps}")
+        # Checked again for a caller that passes them directly (call_command), skipping argparse's types.
+        processes, steps = PROCESSES.check("--processes", processes), STEPS.check("--steps", steps)
+        timeout = TIMEOUT.check("--timeout", timeout)
         if executor not in EXECUTOR_CHOICES:
             raise CommandError(f"--executor must be one of {', '.join(EXECUTOR_CHOICES)}, not {executor!r}")
         counts = _parse_workers(workers)
         if executor == "inline" and counts != [1]:
             raise CommandError("--workers applies to --executor threadpool and celery; inline runs in one thread")
-        if timeout <= 0:
-            raise CommandError(f"--timeout must be positive, not {timeout:g}")
         vendor = connection.vendor
         if vendor not in ("postgresql", "sqlite"):
             raise CommandError(f"the baseline supports PostgreSQL and SQLite only, not {vendor}")
@@ -357,12 +363,12 @@ def _baseline_process(db: _BaselineDB, workflow_name: str, logged: int) -> None:
 def _parse_workers(value: str) -> list[int]:
     """"1,2,4" -> [1, 2, 4]: positive integers, each once."""
     try:
-        counts = [int(part) for part in str(value).split(",")]
-    except ValueError:
+        counts = [WORKERS(part) for part in str(value).split(",")]
+    except argparse.ArgumentTypeError:
         counts = []
-    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
-        raise CommandError(f"--workers must be a comma-separated list of distinct positive integers "
-                           f"such as 1,2,4, not {value!r}")
+    if not counts or len(set(counts)) != len(counts):
+        raise CommandError(f"--workers must be a comma-separated list of distinct whole numbers from "
+                           f"{WORKERS.minimum} to {WORKERS.maximum} such as 1,2,4, not {value!r}")
     return counts
 
 

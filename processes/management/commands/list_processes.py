@@ -7,8 +7,11 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from processes.management.commands._base import ProcessCommand
+from processes.management.commands._base import BIGINT_MAX, ProcessCommand, WholeNumber
 from processes.models import Process, ProcessStatus
+
+LIMIT = WholeNumber(1, 10_000)  # more is a dump, not a page: page with --offset
+OFFSET = WholeNumber(0, BIGINT_MAX)
 
 
 class Command(ProcessCommand):
@@ -18,16 +21,17 @@ class Command(ProcessCommand):
         parser.add_argument("--status", action="append", default=[], help="Only this status (repeatable).")
         parser.add_argument("--workflow", help="Only this workflow.")
         parser.add_argument("--subscription", help="Only processes on this subscription.")
-        parser.add_argument("--limit", type=int, default=50, help="How many to show (default 50).")
-        parser.add_argument("--offset", type=int, default=0, help="How many to skip (for the next page).")
+        parser.add_argument("--limit", type=LIMIT, default=50,
+                            help=f"How many to show (default 50, at most {LIMIT.maximum}).")
+        parser.add_argument("--offset", type=OFFSET, default=0, help="How many to skip (for the next page).")
 
     def handle(self, *args: Any, status: list[str], workflow: str | None, subscription: str | None,
                limit: int, offset: int, **options: Any) -> None:
         unknown = [s for s in status if s not in ProcessStatus.values]
         if unknown:
             raise CommandError(f"unknown status {', '.join(unknown)}; use one of {', '.join(ProcessStatus.values)}")
-        if limit < 1 or offset < 0:
-            raise CommandError("--limit must be at least 1 and --offset at least 0")
+        # Checked again for a caller that passes them directly (call_command), skipping argparse's types.
+        limit, offset = LIMIT.check("--limit", limit), OFFSET.check("--offset", offset)
         if subscription:
             try:
                 subscription = str(uuid.UUID(subscription))

@@ -10,8 +10,10 @@ from django.core.management.base import CommandError
 from django.db import close_old_connections
 
 from orchestrator_site.conf import orchestrator_setting
-from processes.management.commands._base import ProcessCommand
+from processes.management.commands._base import ProcessCommand, Seconds
 from processes.scheduler import parse_schedule, tick
+
+INTERVAL = Seconds(maximum=86_400.0)  # time.sleep() refuses negatives and nan; a day between sweeps is plenty
 
 
 class Command(ProcessCommand):
@@ -24,13 +26,15 @@ class Command(ProcessCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--once", action="store_true", help="Do one sweep and exit.")
         parser.add_argument(
-            "--interval", type=float, default=None,
+            "--interval", type=INTERVAL, default=None,
             help="Seconds between sweeps (default ORCHESTRATOR['SWEEP_INTERVAL_SECONDS'], 10).",
         )
 
     def handle(self, *args: Any, once: bool, interval: float | None, **options: Any) -> None:
         if interval is None:
-            interval = float(orchestrator_setting("SWEEP_INTERVAL_SECONDS"))
+            interval = INTERVAL.check("ORCHESTRATOR['SWEEP_INTERVAL_SECONDS']",
+                                      orchestrator_setting("SWEEP_INTERVAL_SECONDS"))
+        interval = INTERVAL.check("--interval", interval)
         try:
             parse_schedule()  # a bad SCHEDULE stops the command here, with the setting named
         except ImproperlyConfigured as exc:

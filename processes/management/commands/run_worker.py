@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from processes.management.commands._base import OneLineCommand, WholeNumber
+
+CONCURRENCY = WholeNumber(1, 1024)
 
 
-class Command(BaseCommand):
+class Command(OneLineCommand):
     help = (
         "Run a Celery worker for processes (ORCHESTRATOR EXECUTOR \"celery\"): it takes process ids from the "
         "broker (CELERY_BROKER_URL) and runs them against this machine's database (DATABASE_URL). Start as "
@@ -16,7 +18,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--concurrency", "-c", type=int, default=os.cpu_count() or 1,
+        parser.add_argument("--concurrency", "-c", type=CONCURRENCY, default=os.cpu_count() or 1,
                             help="Processes run at once by this worker (default: the number of CPUs).")
         parser.add_argument("--queues", "-Q", default="celery",
                             help="Comma-separated queues to take work from (default: celery).")
@@ -32,7 +34,7 @@ class Command(BaseCommand):
 
         argv = [
             "worker",
-            f"--concurrency={options['concurrency']}",
+            f"--concurrency={CONCURRENCY.check('--concurrency', options['concurrency'])}",
             f"--queues={options['queues']}",
             f"--pool={options['pool']}",
             f"--loglevel={options['loglevel']}",
