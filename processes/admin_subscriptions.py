@@ -90,7 +90,7 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
         ]
         can_run = self.can_run(request)
         workflows = []
-        for spec, reasons in workflows_for(subscription):
+        for spec, reasons in workflows_for(subscription, user=request.user):
             url = None
             if can_run and not reasons:
                 url = reverse("admin:subscriptions_subscription_start", args=[subscription.pk, spec.name])
@@ -138,7 +138,7 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
     # --- start a workflow ----------------------------------------------------------------------
     def start_workflow_view(self, request: HttpRequest, object_id: str, workflow_name: str) -> HttpResponse:
         subscription = self._subscription(request, object_id)
-        found = {spec.name: (spec, reasons) for spec, reasons in workflows_for(subscription)}
+        found = {spec.name: (spec, reasons) for spec, reasons in workflows_for(subscription, user=request.user)}
         if workflow_name not in found:
             raise Http404(f"no workflow {workflow_name} for this subscription")
         spec, reasons = found[workflow_name]

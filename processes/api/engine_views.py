@@ -219,6 +219,6 @@ class SubscriptionWorkflowsView(APIView):
                 "allowed": not reasons,
                 "reasons": reasons,
             }
-            for spec, reasons in workflows_for(subscription)
+            for spec, reasons in workflows_for(subscription, user=request.user)
         ]
         return Response(SubscriptionWorkflowSerializer(items, many=True).data)
