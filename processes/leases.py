@@ -87,10 +87,10 @@ def lock_wait(seconds: float | None = None) -> Iterator[None]:
     if connection.vendor != "postgresql":
         yield  # SQLite locks the whole database for a writer; there is no row lock to wait for
         return
-    wait = float(orchestrator_setting("LOCK_WAIT_SECONDS")) if seconds is None else seconds
+    timeout = _lock_timeout() if seconds is None else f"{max(int(seconds * 1000), 1)}ms"
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{max(int(wait * 1000), 1)}ms"])
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [timeout])
         yield
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
@@ -148,43 +148,56 @@ def claim(process_id: uuid.UUID | str, lease: Lease) -> Claim:
     Taken when its run record is queued, or this run's own (made at creation for this thread), or absent,
     or when its lease lapsed and no step of it is in progress (its run died: a recovery is counted). Not
     taken while a step holds the row (waited for LOCK_WAIT_SECONDS) or another run's lease is live.
+    Every writer of a run record that decides from what it read does so under the process row's lock,
+    as here: the record itself needs no lock of its own.
     """
-    with transaction.atomic():
-        try:
-            with lock_wait():
-                row = (Process.objects.select_for_update().filter(pk=process_id)
-                       .values_list("status", "current_step").first())
-        except DatabaseError as exc:
-            if connection_lost(exc) or not lock_timed_out(exc):
-                raise
-            return Claim(False)  # a step of it is in progress right now: its run is alive
-        if row is None:
-            return Claim(False)
-        status, current_step = row
-        now = timezone.now()
-        record = ProcessLease.objects.select_for_update().filter(process_id=process_id).first()
-        if status != ProcessStatus.RUNNING:
-            if record is not None and (record.queued or record.expires_at < now):
-                record.delete()  # a hand-over left from before it stopped running
-            return Claim(False)
-        if record is None:
-            ProcessLease.objects.create(process_id=process_id, owner=lease.owner, expires_at=lease.renewed(),
-                                        queued_at=now, position=current_step)
-            lease.mark_renewed()
-            return Claim(True)
-        give_up = None
-        if record.owner and record.owner != lease.owner:
-            if record.expires_at >= now:
-                return Claim(False)  # a live run holds it (a duplicate or redelivered message)
-            give_up = count_recovery(record, current_step)
-            logger.warning("process %s: its run %s died (lease lapsed at %s); taken over (recovery %d)",
-                           process_id, record.owner, record.expires_at, record.recoveries)
-        record.owner = lease.owner
-        record.expires_at = lease.renewed()
-        record.position = current_step
-        record.save()
+    try:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:  # for this transaction only; it ends with the claim
+                    cursor.execute("SELECT set_config('lock_timeout', %s, true)", [_lock_timeout()])
+            row = (Process.objects.select_for_update(of=("self",)).filter(pk=process_id)
+                   .values_list("status", "current_step", "lease__owner", "lease__expires_at", "lease__position",
+                                "lease__recoveries", "lease__last_error").first())
+            return _claim_locked(process_id, lease, row)
+    except DatabaseError as exc:
+        if connection_lost(exc) or not lock_timed_out(exc):
+            raise
+        return Claim(False)  # a step of it is in progress right now: its run is alive
+
+
+def _claim_locked(process_id: uuid.UUID | str, lease: Lease, row: tuple | None) -> Claim:
+    if row is None:
+        return Claim(False)
+    status, current_step, owner, expires_at, position, recoveries, last_error = row
+    now = timezone.now()
+    records = ProcessLease.objects.filter(process_id=process_id)
+    if status != ProcessStatus.RUNNING:
+        if owner is not None and (not owner or expires_at < now):
+            records.delete()  # a hand-over left from before it stopped running
+        return Claim(False)
+    if owner is None:
+        ProcessLease.objects.create(process_id=process_id, owner=lease.owner, expires_at=lease.renewed(),
+                                    queued_at=now, position=current_step)
         lease.mark_renewed()
-        return Claim(give_up is None, give_up)
+        return Claim(True)
+    record = ProcessLease(process_id=process_id, owner=owner, expires_at=expires_at, position=position,
+                          recoveries=recoveries, last_error=last_error)
+    give_up = None
+    if owner and owner != lease.owner:
+        if expires_at >= now:
+            return Claim(False)  # a live run holds it (a duplicate or redelivered message)
+        give_up = count_recovery(record, current_step)
+        logger.warning("process %s: its run %s died (lease lapsed at %s); taken over (recovery %d)",
+                       process_id, owner, expires_at, record.recoveries)
+    records.update(owner=lease.owner, expires_at=lease.renewed(), position=current_step,
+                   recoveries=record.recoveries)
+    lease.mark_renewed()
+    return Claim(give_up is None, give_up)
+
+
+def _lock_timeout() -> str:
+    return f"{max(int(float(orchestrator_setting('LOCK_WAIT_SECONDS')) * 1000), 1)}ms"
 
 
 def release(process_id: uuid.UUID | str, lease: Lease) -> None:
