@@ -148,6 +148,32 @@ class PendingFormSerializer(serializers.Serializer):
     initial = serializers.DictField(help_text="The values to show first.")
 
 
+class RunSerializer(serializers.Serializer):
+    """Who runs the process now (its run record), and how often it had to be handed over again."""
+
+    state = serializers.ChoiceField(choices=["queued", "claimed"], read_only=True,
+                                    help_text="queued: handed to the executor, no worker took it yet; claimed: a "
+                                              "run holds it.")
+    owner = serializers.CharField(read_only=True, help_text="The run holding it (host:pid:token); empty if queued.")
+    expires_at = serializers.DateTimeField(read_only=True, help_text="Claimed: when its lease lapses unless renewed; "
+                                                                     "queued: when it is handed over again.")
+    queued_at = serializers.DateTimeField(read_only=True)
+    resends = serializers.IntegerField(read_only=True, help_text="Times handed over again while no worker took it.")
+    recoveries = serializers.IntegerField(read_only=True, help_text="Times in a row its run died at this step.")
+    last_error = serializers.CharField(read_only=True, help_text="The last infrastructure error seen for it.")
+    abort_requested_by = serializers.CharField(read_only=True, allow_null=True,
+                                               help_text="Who asked for an abort that waits for the step to end.")
+
+    def to_representation(self, record: Any) -> dict[str, Any]:
+        return {
+            "state": "queued" if record.queued else "claimed", "owner": record.owner,
+            "expires_at": serializers.DateTimeField().to_representation(record.expires_at),
+            "queued_at": serializers.DateTimeField().to_representation(record.queued_at),
+            "resends": record.resends, "recoveries": record.recoveries, "last_error": record.last_error,
+            "abort_requested_by": record.abort_requested_by if record.abort_requested_at else None,
+        }
+
+
 class ProcessDetailSerializer(ProcessListItemSerializer):
     steps = ProcessStepSerializer(source="step_rows", many=True, read_only=True)
     pending_steps = serializers.ListField(
@@ -157,10 +183,12 @@ class ProcessDetailSerializer(ProcessListItemSerializer):
     form = PendingFormSerializer(read_only=True, allow_null=True,
                                  help_text="The input a suspended process waits for; null otherwise.")
     current_state = serializers.DictField(read_only=True)
+    run = RunSerializer(source="run_record", read_only=True, allow_null=True,
+                        help_text="Its run record while it runs or waits for a worker; null otherwise.")
 
     class Meta(ProcessListItemSerializer.Meta):
         fields = [*ProcessListItemSerializer.Meta.fields, "next_retry_at", "steps", "pending_steps", "form",
-                  "current_state"]
+                  "current_state", "run"]
         read_only_fields = fields
 
 

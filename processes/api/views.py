@@ -31,7 +31,7 @@ from processes.api.serializers import (
     StartProcessSerializer,
     StatusCountsSerializer,
 )
-from processes.models import Process, ProcessStatus, ProcessStep, ProcessSubscription
+from processes.models import Process, ProcessLease, ProcessStatus, ProcessStep, ProcessSubscription
 from workflows.registry import get_workflow
 
 
@@ -133,6 +133,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
         process.pending_steps = self._pending_steps(process)  # type: ignore[attr-defined]
         process.form = self._form(process)  # type: ignore[attr-defined]
         process.current_state = engine.current_state(process)  # type: ignore[attr-defined]
+        process.run_record = ProcessLease.objects.filter(process=process).first()  # type: ignore[attr-defined]
         data = ProcessDetailSerializer(process, context={"show_tracebacks": staff}).data
         return Response(data, headers={"ETag": _etag(process.last_modified_at, process.status, staff),
                                        "Cache-Control": "private, no-cache"})

@@ -28,13 +28,12 @@ def catalogue(db):
     load_demo_products()
 
 
-@pytest.fixture
-def active_node(catalogue):
-    """An active, in-sync Node subscription, as a create_node process would leave it."""
+def new_active_node(name: str = "rtr-1"):
+    """An active, in-sync Node subscription, as a create_node process would leave it (needs the catalogue)."""
     from subscriptions.models import Product
 
-    model = NodeProduct.new(Product.objects.get(name="Node"), "customer-1", "Node rtr-1")
-    model.node.node_name = "rtr-1"
+    model = NodeProduct.new(Product.objects.get(name="Node"), "customer-1", f"Node {name}")
+    model.node.node_name = name
     model.node.node_role = "core"
     model.node.inventory_id = 1
     model.subscription.provision()
@@ -42,6 +41,11 @@ def active_node(catalogue):
     model.subscription.insync = True
     model.save()
     return model.subscription
+
+
+@pytest.fixture
+def active_node(catalogue):
+    return new_active_node()
 
 
 @pytest.fixture

@@ -25,9 +25,10 @@ from processes.engine import run_process
 from processes.models import Process, ProcessStatus, ProcessStep, ProcessSubscription
 from processes.operations import create_process
 from processes.services import abort_process, start_process
-from subscriptions.models import Product, ResourceType, Subscription
+from subscriptions.models import ResourceType, Subscription
 from tests.factories import UserFactory
 from tests.processes import flows
+from tests.processes.conftest import new_active_node
 from workflows.node.products import NodeProduct
 from workflows.registry import get_workflow
 
@@ -57,18 +58,6 @@ def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
     for thread in threads:
         thread.join(timeout=60)
     return results
-
-
-def new_active_node(name: str) -> Subscription:
-    model = NodeProduct.new(Product.objects.get(name="Node"), "customer-1", f"Node {name}")
-    model.node.node_name = name
-    model.node.node_role = "core"
-    model.node.inventory_id = 1
-    model.subscription.provision()
-    model.subscription.activate()
-    model.subscription.insync = True
-    model.save()
-    return model.subscription
 
 
 # --- item 8: racing starts are refused at the start ------------------------------------------------

@@ -243,3 +243,20 @@ def test_an_unexpected_error_starting_one_scheduled_task_does_not_skip_the_tasks
     assert report.failed == ["start_due_tasks (task_check_products: RuntimeError: bug starting it)"]
     monkeypatch.undo()
     assert len(tick().started) == 1  # the next tick starts the one that failed (same period, not yet run)
+
+
+def test_the_process_detail_shows_its_run_record_while_it_waits_for_a_worker_and_none_once_done(counting, staff_user):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(staff_user)
+    pid = start_process("t_writes").process_id
+    ProcessLease.objects.filter(process_id=pid).update(last_error="could not reach the broker")
+    recover_stalled_processes(now=timezone.now() + timedelta(minutes=2))
+
+    run = api.get(f"/api/processes/{pid}/").json()["run"]
+
+    assert (run["state"], run["owner"], run["resends"], run["recoveries"]) == ("queued", "", 1, 0)
+    assert run["last_error"] == "could not reach the broker" and run["abort_requested_by"] is None
+    run_process(pid)
+    assert api.get(f"/api/processes/{pid}/").json()["run"] is None
