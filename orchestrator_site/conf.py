@@ -45,8 +45,9 @@ DEFAULTS: dict[str, Any] = {
     # A run that loses its database connection (server restart, fail-over, a killed backend) in a step
     # reconnects and runs that step again (its transaction rolled back, so nothing of it was kept), up to
     # DB_RECONNECT_TRIES times in a row, waiting DB_RECONNECT_BACKOFF_SECONDS, then twice as long each time
-    # (at most DB_RECONNECT_BACKOFF_MAX_SECONDS); then the process is failed with the reason.
-    "DB_RECONNECT_TRIES": 5,
+    # (at most DB_RECONNECT_BACKOFF_MAX_SECONDS): with the defaults, a database away for about half a
+    # minute (a restart, a fail-over) is waited out; then the process is failed with the reason.
+    "DB_RECONNECT_TRIES": 8,
     "DB_RECONNECT_BACKOFF_SECONDS": 0.5,
     "DB_RECONNECT_BACKOFF_MAX_SECONDS": 10.0,
     # How long an operator's action (retry, skip, abort, delete) or a run taking a process waits for the

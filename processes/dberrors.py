@@ -11,8 +11,9 @@ from django.db import connection
 logger = logging.getLogger(__name__)
 
 # SQLSTATEs that mean the connection itself is gone or the server is going away: class 08 (connection
-# exception) and the shutdowns of class 57 (admin_shutdown, crash_shutdown, cannot_connect_now).
-_SHUTDOWN_STATES = {"57P01", "57P02", "57P03"}
+# exception), the shutdowns of class 57 (admin_shutdown, crash_shutdown, cannot_connect_now) and
+# too_many_connections (a server restarting after a fail-over is often briefly full).
+_SHUTDOWN_STATES = {"57P01", "57P02", "57P03", "53300"}
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -37,6 +38,12 @@ def connection_lost(exc: BaseException) -> bool:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is a dependency; SQLite-only installs lack nothing else
         return False
+    from django.db import InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError) and connection.connection is None:
+        # Raised while (re)connecting: whatever the server said (a restart, a database not accepting
+        # connections now), there is no connection, so nothing of a step ran.
+        return True
     for error in _chain(exc):
         if isinstance(error, psycopg.InterfaceError):
             return True

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -46,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POINTS = ["before the step", "inside the step", "while logging success", "while logging failure",
           "between steps", "at hand-off"]
 # Backoffs shortened so that five reconnects take milliseconds, not seconds.
-FAST = {"DB_RECONNECT_BACKOFF_SECONDS": 0.01, "DB_RECONNECT_BACKOFF_MAX_SECONDS": 0.02}
+FAST = {"DB_RECONNECT_TRIES": 5, "DB_RECONNECT_BACKOFF_SECONDS": 0.01, "DB_RECONNECT_BACKOFF_MAX_SECONDS": 0.02}
 
 
 @pytest.fixture(autouse=True)
@@ -207,6 +208,45 @@ def test_a_step_whose_own_work_loses_the_connection_is_run_again_and_its_write_i
     process = start_process("t_lose_connection")
 
     assert flows.CONTROL["kill_times"] == 0
+    assert_completed_once(process.process_id)
+
+
+def test_a_database_that_refuses_connections_for_a_while_is_waited_out_and_the_process_completes(settings):
+    # As a restart or a fail-over looks from a worker: its connection ends, and for a moment no new one
+    # is accepted.
+    settings.ORCHESTRATOR = {"DB_RECONNECT_TRIES": 8, "DB_RECONNECT_BACKOFF_SECONDS": 0.2,
+                             "DB_RECONNECT_BACKOFF_MAX_SECONDS": 1.0}
+    name = connection.settings_dict["NAME"]
+    admin_url = database_url().rsplit("/", 1)[0].replace("postgres://", "postgresql://") + "/postgres"
+    refused_for = 1.5
+
+    def outage() -> None:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                time.sleep(refused_for)
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+    original = flows.kill_own_connection
+
+    def kill_and_refuse() -> None:
+        outage_thread = threading.Thread(target=outage)
+        outage_thread.start()
+        time.sleep(0.2)  # the database refuses new connections from now on
+        kill_and_refuse.thread = outage_thread  # type: ignore[attr-defined]
+        original()
+
+    flows.CONTROL["kill_times"] = 1
+    flows.kill_own_connection = kill_and_refuse
+    started = time.monotonic()
+    try:
+        process = start_process("t_lose_connection")
+    finally:
+        flows.kill_own_connection = original
+        kill_and_refuse.thread.join(timeout=10)  # type: ignore[attr-defined]
+
+    assert time.monotonic() - started > refused_for  # it waited the outage out
     assert_completed_once(process.process_id)
 
 
