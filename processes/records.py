@@ -60,7 +60,7 @@ def abort_locked(process: Process, who: str, reason: str = "") -> str:
 
 
 def record_failure(process_id: uuid.UUID | str, exc: BaseException, started: Any,
-                           state: dict[str, Any] | None) -> None:
+                   state: dict[str, Any] | None) -> None:
     """Record the step's failure; if that cannot be written, a minimal record; never leave it unexplained.
 
     A lost connection while recording is like one during the step: the step runs again on a new
@@ -148,22 +148,9 @@ def _record_minimal_failure(process_id: uuid.UUID | str, exc: BaseException, why
                             started: Any) -> None:
     """The fallback record: sanitised short text, and the state copied by the database itself from the
     process's last log row (what Python holds may be what could not be stored)."""
-    with transaction.atomic():
-        process = get_process(process_id, lock=True)
-        if process.status != P.RUNNING:
-            return
-        name = storable_text(step_label(process.workflow_version, process.current_step), 200)
-        message = storable_text(
-            f"{type(exc).__name__}: {describe(exc)} (the full record of this failure could not be written: "
-            f"{type(why).__name__}: {why})", 4000,
-        )
-        _insert_failed_row_copying_state(process, name, message, type(exc).__qualname__[:200], started)
-        process.fail(storable_text(f"{name}: {message}", 4000))
-        process.current_attempt += 1
-        process.last_step = name
-        process.last_modified_at = timezone.now()
-        process.save(update_fields=["status", "failed_reason", "traceback", "next_retry_at", "current_attempt",
-                                    "last_step", "last_modified_at"])
+    message = (f"{type(exc).__name__}: {describe(exc)} (the full record of this failure could not be written: "
+               f"{type(why).__name__}: {why})")
+    fail_running(process_id, message, error_type=type(exc).__qualname__[:200], started=started)
 
 
 def _insert_failed_row_copying_state(process: Process, name: str, message: str, error_type: str,
@@ -190,11 +177,13 @@ def _insert_failed_row_copying_state(process: Process, name: str, message: str, 
         ])
 
 
-def fail_running(process_id: uuid.UUID | str, reason: str, error_type: str = "") -> bool:
-    """Fail a running process for a reason of the engine's own (not a step's exception); True if done.
+def fail_running(process_id: uuid.UUID | str, reason: str, error_type: str = "", started: Any = None) -> bool:
+    """Fail a running process with a short reason only (no state, no traceback from Python); True if done.
 
-    The reason is logged on a failed row of the step the process is at, and given with that step's name
-    on the process row. The failed row copies the last state (server side), like the minimal record.
+    For a reason of the engine's own (a run that kept dying, a database that stayed away, no worker) and
+    for the minimal record of a step's failure. The reason is logged on a failed row of the step the
+    process is at, whose state the database copies from the last row, and given with that step's name on
+    the process row. Its run record goes with it.
     """
     with transaction.atomic():
         process = get_process(process_id, lock=True)
@@ -202,7 +191,7 @@ def fail_running(process_id: uuid.UUID | str, reason: str, error_type: str = "")
             return False
         name = storable_text(step_label(process.workflow_version, process.current_step), 200)
         reason = storable_text(reason, 4000)
-        _insert_failed_row_copying_state(process, name, reason, error_type, timezone.now())
+        _insert_failed_row_copying_state(process, name, reason, error_type, started or timezone.now())
         process.fail(f"{name}: {reason}")
         process.current_attempt += 1
         process.last_step = name
