@@ -29,6 +29,21 @@ run_process(sys.argv[1])
 """
 
 
+def kill_when_inside(worker: subprocess.Popen, marker: Path, what: str, timeout: float = 30) -> None:
+    """Wait until the worker writes `marker` (it is at the point to kill it), then SIGKILL it."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not (marker.exists() and marker.read_text()):
+            assert worker.poll() is None, worker.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, f"the worker never reached {what}"
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
 def database_url() -> str:
     s = connection.settings_dict
     password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
@@ -50,18 +65,8 @@ def test_a_worker_killed_mid_step_leaves_the_last_successful_state_and_retry_com
            "ORCHESTRATOR_LEASE_SECONDS": str(lease), "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
     worker = subprocess.Popen([sys.executable, "-c", WORKER, pid], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while not inside.exists():
-            assert worker.poll() is None, worker.stdout.read().decode()
-            assert time.monotonic() < deadline, "the worker never reached the step"
-            time.sleep(0.05)
-        # The worker is inside "Write, then hang": its write is done but not committed.
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    # Killed inside "Write, then hang": its write is done but not committed.
+    kill_when_inside(worker, inside, "the step")
 
     process = Process.objects.get(pk=pid)
     assert process.status == "running"  # nobody finished it: its worker died

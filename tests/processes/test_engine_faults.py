@@ -14,7 +14,6 @@ killed with SIGKILL (in a separate OS process).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -38,7 +37,7 @@ from processes.recovery import recover_stalled_processes
 from processes.services import abort_process, retry_process, start_process
 from subscriptions.models import ResourceType
 from tests.processes import flows
-from tests.processes.test_engine_crash import database_url
+from tests.processes.test_engine_crash import database_url, kill_when_inside
 from workflows.registry import get_workflow, register, unregister
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
@@ -409,17 +408,7 @@ def test_a_worker_killed_at_any_point_is_recovered_by_the_sweep_and_completes_ea
            "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
     worker = subprocess.Popen([sys.executable, "-c", WORKER, pid, str(marker)], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while not (marker.exists() and marker.read_text()):
-            assert worker.poll() is None, worker.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, f"the worker never reached the point {point!r}"
-            time.sleep(0.05)
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    kill_when_inside(worker, marker, f"the point {point!r}")
 
     settings.ORCHESTRATOR = {**FAST, "LEASE_SECONDS": lease}  # the sweep's hand-over runs here, inline
     deadline = time.monotonic() + 15
