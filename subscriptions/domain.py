@@ -204,6 +204,10 @@ class BlockModel:
     __block_name__: ClassVar[str]
     __fields__: ClassVar[dict[str, FieldSpec]]
     _registry: ClassVar[dict[str, type[BlockModel]]] = {}
+    # For each lifecycle status of a subscription this block uses (through a block field or a value
+    # naming it), the statuses this block's own subscription may be in; a status not listed allows any.
+    # None: subscriptions.relations.DEFAULT_USER_STATUSES (only terminated may use terminated).
+    USER_STATUSES: ClassVar[dict[str, tuple[str, ...]] | None] = None
 
     def __init_subclass__(cls, block: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

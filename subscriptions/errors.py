@@ -26,3 +26,9 @@ class DomainModelError(InvalidInput):
     """A typed domain model refused a value, or its definition does not match the product."""
 
     default_detail = "The subscription's domain model is invalid."
+
+
+class RelationConflict(Conflict):
+    """A change that would break a relation between subscriptions (a node terminated under an active port)."""
+
+    default_detail = "The change would leave another subscription using one in an incompatible status."

@@ -30,6 +30,12 @@ class ResourceType(models.Model):
 
     resource_type = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
+    # Its values are ids of other subscriptions (a link's far end, a service's access port): the
+    # subscription holding such a value uses the one it names, as it would through a block relation.
+    references_subscription = models.BooleanField(
+        default=False,
+        help_text="Values of this type are ids of other subscriptions, which the holder then uses.",
+    )
 
     class Meta:
         ordering = ["resource_type"]
@@ -144,6 +150,8 @@ class Subscription(FSMModelMixin, models.Model):
     end_date = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True)
     version = models.PositiveIntegerField(default=0, editable=False)
+    # When insync last went false (kept by save()); empty while in sync.
+    out_of_sync_since = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-start_date", "subscription_id"]
@@ -166,9 +174,14 @@ class Subscription(FSMModelMixin, models.Model):
             expected, adding = self.version, self._state.adding
             self.version = expected + 1
             self._expected_version = None if adding else expected
+            before_since = self.out_of_sync_since
+            if self.insync:
+                self.out_of_sync_since = None
+            elif self.out_of_sync_since is None:
+                self.out_of_sync_since = timezone.now()
             update_fields = kwargs.get("update_fields")
             if update_fields is not None:
-                kwargs["update_fields"] = {*update_fields, "version"}
+                kwargs["update_fields"] = {*update_fields, "version", "out_of_sync_since"}
             pending = self.__dict__.get("_pending_events", [])
             try:
                 super().save(*args, **kwargs)
@@ -179,10 +192,16 @@ class Subscription(FSMModelMixin, models.Model):
 
                     check_status_change(self, from_status=pending[0].from_status)
                 if pending:
+                    # Whichever path changes the status: a workflow that forgets to check must not
+                    # leave a port on a terminated node either.
+                    from subscriptions.relations import check_neighbours_allow
+
+                    check_neighbours_allow(self, from_status=pending[0].from_status,
+                                           transition=pending[-1].transition)
                     SubscriptionLifecycleEvent.objects.bulk_create(pending)
             except BaseException:
                 # The transaction rolls back; so does this copy, and it keeps its pending events.
-                self.version, self._state.adding = expected, adding
+                self.version, self._state.adding, self.out_of_sync_since = expected, adding, before_since
                 raise
             self.__dict__.pop("_pending_events", None)
             for event in pending:

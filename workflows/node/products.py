@@ -31,6 +31,13 @@ class NodeBlock(BlockModel, block="NodeBlock"):
 class PortBlock(BlockModel, block="PortBlock"):
     """A port on a node; the node belongs to the node's own subscription."""
 
+    # A port cannot carry traffic on a node that does not: while its node is disabled it may not be
+    # active, and once its node is terminated it must be terminated too.
+    USER_STATUSES = {
+        "disabled": ("initial", "provisioning", "disabled", "terminated"),
+        "terminated": ("terminated",),
+    }
+
     port_name: str
     port_mode: PortMode
     port_description: str | None
