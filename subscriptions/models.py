@@ -11,6 +11,7 @@ from django.utils import timezone
 from django_fsm import FSMModelMixin, transition
 
 from subscriptions.errors import IllegalTransition, StaleSubscription
+from subscriptions.indexes import TrigramIndex
 from subscriptions.lifecycle import LifecycleField, SubscriptionLifecycle, actor_name
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,12 @@ class Subscription(FSMModelMixin, models.Model):
 
     class Meta:
         ordering = ["-start_date", "subscription_id"]
-        indexes = [models.Index(fields=["product", "status"], name="subscription_product_status")]
+        indexes = [
+            models.Index(fields=["product", "status"], name="subscription_product_status"),
+            # For search (subscriptions.search): substrings of these, on PostgreSQL.
+            TrigramIndex(fields=["description"], name="subscription_description_trgm"),
+            TrigramIndex(fields=["customer_id"], name="subscription_customer_trgm"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.description} ({self.short_id})"
@@ -362,6 +368,8 @@ class SubscriptionInstanceValue(models.Model):
 
     class Meta:
         ordering = ["resource_type__resource_type"]
+        # For search (subscriptions.search): a node name, an address, any value, on PostgreSQL.
+        indexes = [TrigramIndex(fields=["value"], name="instance_value_trgm")]
         constraints = [
             models.UniqueConstraint(
                 fields=["subscription_instance", "resource_type"], name="unique_value_per_instance_resource_type"
