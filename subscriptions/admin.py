@@ -27,7 +27,7 @@ from subscriptions.models import (
     SubscriptionInstanceValue,
     SubscriptionLifecycleEvent,
 )
-from subscriptions.search import subscription_id_filter
+from subscriptions.search import search_subscriptions
 
 
 def bump_subscription_versions(subscription_ids: Iterable[uuid.UUID | None]) -> None:
@@ -219,7 +219,12 @@ class SubscriptionAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "insync", "product", CustomerFilter]
     list_select_related = ["product"]
+    # Shows the search box; the search itself is subscriptions.search (get_search_results).
     search_fields = ["description", "customer_id"]
+    search_help_text = (
+        "Words (each must match) of the description, customer id, any resource value (a node name), product "
+        "name or type; or a subscription id, whole or its first 8+ characters."
+    )
     # status moves only through lifecycle transitions (a protected FSM field: assigning it raises),
     # insync only through workflows, version on every save; product changes are a migration's job.
     readonly_fields = ["subscription_id", "product", "status", "insync", "version", "instances_and_values"]
@@ -272,12 +277,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
-        """Search description and customer id, and find a subscription by its whole id or its first 8+."""
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        by_id = subscription_id_filter(search_term)
-        if by_id is not None:
-            results |= queryset.filter(**by_id)
-        return results, may_have_duplicates
+        """The one subscription search (subscriptions.search), as the API's `?search=`; it lists each row once."""
+        return search_subscriptions(queryset, search_term), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """No: a subscription is created by a create workflow, which provisions it and records who did."""

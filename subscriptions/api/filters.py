@@ -6,12 +6,15 @@ from typing import Any
 
 import django_filters
 from django.db.models import QuerySet
+from django.template import loader
+from rest_framework.exceptions import ValidationError
+from rest_framework.fields import CharField
 from rest_framework.filters import OrderingFilter, SearchFilter
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from subscriptions.models import Product, ProductLifecycle, Subscription, SubscriptionLifecycle
-from subscriptions.search import subscription_id_filter
+from subscriptions.search import search_subscriptions
 
 
 class ProductFilter(django_filters.FilterSet):
@@ -36,24 +39,44 @@ class SubscriptionFilter(django_filters.FilterSet):
         fields = ["status", "insync", "product", "customer_id"]
 
 
-class SubscriptionSearchFilter(SearchFilter):
-    """Search description and customer id, and also find a subscription by its whole id or its first 8+ hex digits.
+class TermSearchFilter(SearchFilter):
+    """`?search=`: the whole term handed to one search function, the one the admin's search box uses too.
 
-    The same rule as the admin's search box (subscriptions.search), applied to the whole search term.
+    DRF's own SearchFilter ORs `icontains` over the view's `search_fields`; a subclass names its search
+    instead, and the view needs no `search_fields`.
     """
 
-    search_description = (
-        "Words found in the description or customer id; or a subscription id, whole or its first 8 or more "
-        "hex digits."
-    )
+    def search(self, queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
+        raise NotImplementedError
 
     def filter_queryset(self, request: Request, queryset: QuerySet[Any], view: APIView) -> QuerySet[Any]:
-        results = super().filter_queryset(request, queryset, view)
-        by_id = subscription_id_filter(request.query_params.get(self.search_param, ""))
-        if by_id is not None:
-            # `queryset` already carries the other filters, so an id search stays within them.
-            results = results | queryset.filter(**by_id)
-        return results
+        # Validated as DRF validates every text parameter: a NUL character is a 400 naming `search`.
+        try:
+            term = CharField(trim_whitespace=False, allow_blank=True).run_validation(
+                request.query_params.get(self.search_param, "")
+            )
+        except ValidationError as exc:
+            raise ValidationError({self.search_param: exc.detail}) from None
+        # `queryset` already carries the other filters, so the search (an id search too) stays within them.
+        return self.search(queryset, term)
+
+    def to_html(self, request: Request, queryset: QuerySet[Any], view: APIView) -> str:
+        # The browsable API's search box, showing the whole term (DRF's shows its first word only).
+        context = {"param": self.search_param, "term": request.query_params.get(self.search_param, "")}
+        return loader.get_template(self.template).render(context)
+
+
+class SubscriptionSearchFilter(TermSearchFilter):
+    """The subscription search of subscriptions.search: words anywhere in a subscription, or its id."""
+
+    search_description = (
+        "Words, each of which must be found (ignoring case) in the description, customer id, a resource "
+        "value of the subscription's instances (a node name), or its product's name or type; or a "
+        "subscription id, whole or its first 8 or more hex digits."
+    )
+
+    def search(self, queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
+        return search_subscriptions(queryset, term)
 
 
 class StableOrderingFilter(OrderingFilter):

@@ -105,8 +105,9 @@ class ProductViewSet(_NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
 @extend_schema_view(
     list=extend_schema(
         summary="List subscriptions",
-        description="Filter by status, insync, product and customer; `search` finds words in the description "
-        "or customer id, or a subscription by its whole id or its first 8 or more hex digits.",
+        description="Filter by status, insync, product and customer; `search` finds subscriptions with every "
+        "word in the description, customer id, a resource value (a node name) or the product's name or type, "
+        "or a subscription by its whole id or its first 8 or more hex digits.",
         responses={200: SubscriptionSerializer(many=True), **LIST_ERRORS},
     ),
     retrieve=extend_schema(
@@ -132,7 +133,6 @@ class SubscriptionViewSet(_NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
     lookup_url_kwarg = "id"
     filter_backends = [DjangoFilterBackend, SubscriptionSearchFilter, StableOrderingFilter]
     filterset_class = SubscriptionFilter
-    search_fields = ["description", "customer_id"]
     ordering_fields = ["start_date", "customer_id", "description", "status"]
     ordering = ["-start_date", "subscription_id"]
 
