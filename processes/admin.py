@@ -31,8 +31,8 @@ from processes.models import (
     ProcessStatus,
     ProcessStep,
 )
+from processes.search import search_processes
 from subscriptions.admin import ReadOnlyAdminMixin
-from subscriptions.search import subscription_id_filter
 from workflows.dsl import StepKind
 from workflows.registry import get_workflow
 
@@ -117,8 +117,12 @@ class ProcessAdmin(admin.ModelAdmin):
     list_select_related = ["workflow"]
     list_per_page = 50
     date_hierarchy = "started_at"
+    # Shows the search box; the search itself is processes.search (get_search_results).
     search_fields = ["workflow__name", "process_subscriptions__subscription__customer_id"]
-    search_help_text = "Process id (whole or its first 8+ characters), subscription id, customer id or workflow name."
+    search_help_text = (
+        "Words (each must match) of the workflow name or of a subscription's description, customer id, resource "
+        "values or product; or a process or subscription id, whole or its first 8+ characters."
+    )
     actions = ["retry_selected"]
     change_list_template = "admin/processes/process/change_list.html"
     change_form_template = "admin/processes/process/change_form.html"
@@ -162,16 +166,8 @@ class ProcessAdmin(admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Process], search_term: str
     ) -> tuple[QuerySet[Process], bool]:
-        """Workflow name and customer id as text; a process or subscription id whole or by its first 8+."""
-        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        by_id = subscription_id_filter(search_term)  # the same reading of a typed-in id as for subscriptions
-        if by_id is not None:
-            (lookup, value), = by_id.items()
-            by_process = lookup.replace("subscription_id", "process_id", 1)
-            results |= queryset.filter(**{by_process: value})
-            results |= queryset.filter(**{f"process_subscriptions__subscription__{lookup}": value})
-            may_have_duplicates = True
-        return results, may_have_duplicates
+        """The one process search (processes.search), as the API's `?search=`; it lists each row once."""
+        return search_processes(queryset, search_term), False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         # One aggregate query for every status's count, whatever the number of processes.

@@ -94,7 +94,8 @@ def id_filter(search_term: str, field: str) -> dict[str, Any] | None:
     digits = term.removesuffix("…").removesuffix("...").replace("-", "")
     if not MIN_ID_PREFIX_LENGTH <= len(digits) < 32:
         return None
-    return {f"{field}__range": (uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f")))}
+    # gte and lte rather than range: those a foreign key to the id takes as well.
+    return {f"{field}__gte": uuid.UUID(digits.ljust(32, "0")), f"{field}__lte": uuid.UUID(digits.ljust(32, "f"))}
 
 
 def subscription_id_filter(search_term: str) -> dict[str, Any] | None:

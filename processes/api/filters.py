@@ -1,4 +1,4 @@
-"""Filters and ordering of the process list (`GET /api/processes/`)."""
+"""Filters, search and ordering of the process list (`GET /api/processes/`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 
 from processes.models import Process, ProcessStatus
+from processes.search import search_processes
+from subscriptions.api.filters import TermSearchFilter
 
 
 class CommaSeparatedMultipleChoiceField(forms.MultipleChoiceField):
@@ -61,3 +63,16 @@ class ProcessFilter(filters.FilterSet):
     class Meta:
         model = Process
         fields: list[str] = []
+
+
+class ProcessSearchFilter(TermSearchFilter):
+    """`?search=`: the process search of processes.search, as the admin's search box."""
+
+    search_description = (
+        "Words, each of which must be found (ignoring case) in the workflow's name or in one of the process's "
+        "subscriptions (its description, customer id, a resource value such as a node name, its product's name "
+        "or type); or a process or subscription id, whole or its first 8 or more hex digits."
+    )
+
+    def search(self, queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
+        return search_processes(queryset, term)

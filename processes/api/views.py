@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from orchestrator_site.api import error_responses
 from orchestrator_site.errors import NotFound
 from processes import engine, idempotency, operations, services
-from processes.api.filters import ProcessFilter
+from processes.api.filters import ProcessFilter, ProcessSearchFilter
 from processes.api.serializers import (
     AbortPendingSerializer,
     AbortProcessSerializer,
@@ -73,7 +73,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
 
     queryset = Process.objects.all()
     serializer_class = ProcessListItemSerializer
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [DjangoFilterBackend, ProcessSearchFilter]
     filterset_class = ProcessFilter
     # Any string: a malformed id reaches the service and is a JSON 404, not the router's HTML one.
     lookup_value_regex = "[^/]+"
