@@ -190,6 +190,13 @@ def test_api_search_refuses_a_nul_character_naming_the_parameter(api, fleet):
     assert "search" in response.json()["errors"]
 
 
+@pytest.mark.parametrize("url", ["/api/subscriptions/", "/api/processes/"])
+def test_browsable_api_shows_a_search_box_with_the_whole_term(api, fleet, url):
+    response = api.get(url, {"search": "core router"}, HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert 'name="search" value="core router"' in response.content.decode()
+
+
 def test_api_search_documents_what_it_searches():
     from subscriptions.api.filters import SubscriptionSearchFilter
     from subscriptions.api.views import SubscriptionViewSet
