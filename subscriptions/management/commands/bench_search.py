@@ -9,7 +9,6 @@ import statistics
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -228,11 +227,23 @@ class Command(BaseCommand):
         ]
 
     def _measure(self, sample: Sample) -> list[tuple[str, str, float, int]]:
-        rows = []
-        for label, term, query in self._searches(sample):
-            milliseconds, hits = _median_ms(lambda query=query: _list_page(query))
-            rows.append((label, term, milliseconds, hits))
-        return rows
+        searches = self._searches(sample)
+        # One untimed round first (caches filled, plans made, as on a server that has been up), then rounds
+        # that each run every search once: a burst of load elsewhere slows all searches alike, not just
+        # whichever ran three times in a row at the time.
+        for _, _, query in searches:
+            _list_page(query)
+        timings: list[list[float]] = [[] for _ in searches]
+        hits: list[int] = [0 for _ in searches]
+        for _ in range(REPEAT):
+            for position, (_, _, query) in enumerate(searches):
+                begun = time.perf_counter()
+                hits[position] = _list_page(query)
+                timings[position].append(time.perf_counter() - begun)
+        return [
+            (label, term, statistics.median(seconds) * 1000, found)
+            for (label, term, _), seconds, found in zip(searches, timings, hits, strict=True)
+        ]
 
     def _plan(self, query: QuerySet[Subscription], vendor: str) -> str:
         return query.explain(analyze=True) if vendor == "postgresql" else query.explain()
@@ -240,8 +251,8 @@ class Command(BaseCommand):
     def _report(self, rows: list[tuple[str, str, float, int]], plans: list[tuple[str, str]]) -> None:
         out = self.stdout
         out.write(f"uptime:    {_uptime()}")
-        out.write(f"timing:    median of {REPEAT} runs of what a list page runs: count() and the first {PAGE} rows, "
-                  f"in the list's order")
+        out.write(f"timing:    median of {REPEAT} rounds (after an untimed one) of what a list page runs: count() and "
+                  f"the first {PAGE} rows, in the list's order")
         width = max(len(label) + len(term) for label, term, _, _ in rows) + 5
         out.write(f"  {'search':<{width}} {'ms':>9} {'hits':>9}")
         for label, term, milliseconds, hits in rows:
@@ -256,15 +267,6 @@ def _list_page(query: QuerySet[Subscription]) -> int:
     hits = query.count()
     list(query[:PAGE])
     return hits
-
-
-def _median_ms(run: Callable[[], int]) -> tuple[float, int]:
-    timings, hits = [], 0
-    for _ in range(REPEAT):
-        begun = time.perf_counter()
-        hits = run()
-        timings.append(time.perf_counter() - begun)
-    return statistics.median(timings) * 1000, hits
 
 
 def _uptime() -> str:
