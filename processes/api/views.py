@@ -32,6 +32,7 @@ from processes.api.serializers import (
     StatusCountsSerializer,
 )
 from processes.models import Process, ProcessLease, ProcessStatus, ProcessStep, ProcessSubscription
+from processes.subscription_delta import subscription_delta
 from workflows.registry import get_workflow
 
 
@@ -133,6 +134,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
         process.pending_steps = self._pending_steps(process)  # type: ignore[attr-defined]
         process.form = self._form(process)  # type: ignore[attr-defined]
         process.current_state = engine.current_state(process)  # type: ignore[attr-defined]
+        process.subscription_delta = subscription_delta(process, process.current_state)  # type: ignore[attr-defined]
         process.run_record = ProcessLease.objects.filter(process=process).first()  # type: ignore[attr-defined]
         data = ProcessDetailSerializer(process, context={"show_tracebacks": staff}).data
         return Response(data, headers={"ETag": _etag(process.last_modified_at, process.status, staff),
@@ -192,7 +194,8 @@ class ProcessViewSet(viewsets.GenericViewSet):
 
         def start() -> Process:
             return services.start_process(data["workflow"], subscription_id=data["subscription"],
-                                          user_input=data["input"], by=request.user)
+                                          user_input=data["input"], by=request.user,
+                                          subscription_version=data.get("subscription_version"))
 
         key = request.headers.get(idempotency.HEADER)
         if key is None:
