@@ -13,8 +13,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection
+from django.db import DatabaseError, connection
 
+from orchestrator_site.errors import Conflict
+from processes.dberrors import deadlocked, lock_timed_out
+from processes.leases import lock_wait
 from processes.models import FINISHED, Process, ProcessSubscription
 from subscriptions.lifecycle import SubscriptionLifecycle
 from subscriptions.models import Subscription
@@ -23,6 +26,12 @@ from workflows.models import Target
 from workflows.registry import WorkflowSpec, all_workflows
 
 logger = logging.getLogger(__name__)
+
+
+class SubscriptionBusy(Conflict):
+    """A start could not lock the subscription and its neighbours in time: a step is changing one of them."""
+
+    default_detail = "The subscription or one related to it is being changed right now; try again in a moment."
 
 
 @dataclass(frozen=True)
@@ -251,5 +260,18 @@ def lock_with_neighbours(subscription_id: uuid.UUID | str) -> None:
     subscription = get_subscription(subscription_id)  # NotFound first, for a clear 404
     key = subscription.pk
     ids = {key, *(r.other.subscription_id for r in (*in_use_by([key])[key], *depends_on([key])[key]))}
-    if connection.features.has_select_for_update:
-        list(Subscription.objects.filter(pk__in=ids).order_by("pk").select_for_update().values_list("pk"))
+    if not connection.features.has_select_for_update:
+        return  # SQLite: one writer at a time already
+    try:
+        # Bounded: a step changing a neighbour's status holds its row (and may want ours: a deadlock
+        # PostgreSQL breaks by failing one side). Either way the start answers 409 "busy", never a 500.
+        with lock_wait():
+            list(Subscription.objects.filter(pk__in=ids).order_by("pk").select_for_update().values_list("pk"))
+    except DatabaseError as exc:
+        if not (lock_timed_out(exc) or deadlocked(exc)):
+            raise
+        raise SubscriptionBusy(
+            f"subscription {subscription.subscription_id} or a subscription related to it is being changed by "
+            f"a running step right now; try again in a moment",
+            subscription_id=subscription.subscription_id,
+        ) from exc

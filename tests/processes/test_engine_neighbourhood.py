@@ -376,3 +376,38 @@ def test_a_start_with_a_stale_subscription_version_is_refused(active_node, api):
     current = api.post("/api/processes/", {"workflow": "modify_node", "subscription": str(active_node.pk),
                                            "subscription_version": now}, format="json")
     assert current.status_code == 201
+
+
+@pytest.mark.requires_postgres
+def test_a_start_whose_neighbour_a_step_has_locked_answers_busy_not_a_500(active_node, active_port, settings, api):
+    from django.db import connection, transaction
+
+    settings.ORCHESTRATOR = {"LOCK_WAIT_SECONDS": 0.3}
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_node_row() -> None:
+        # What a step changing the node does: its transaction holds the node's row until it commits.
+        try:
+            with transaction.atomic():
+                Subscription.objects.select_for_update().get(pk=active_node.pk)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_node_row)
+    holder.start()
+    try:
+        assert locked.wait(5)
+        before = Process.objects.count()
+        response = api.post("/api/processes/", {"workflow": "modify_port", "subscription": str(active_port.pk),
+                                                "input": {"enabled": False}}, format="json")
+        assert response.status_code == 409
+        assert "is being changed by a running step right now; try again" in response.json()["detail"]
+        assert Process.objects.count() == before
+    finally:
+        release.set()
+        holder.join()
+    # Once the step committed, the same start goes through.
+    assert start_process("modify_port", subscription_id=active_port.pk,
+                         user_input={"enabled": False}).status == "completed"
