@@ -112,7 +112,7 @@ class HealthSerializer(serializers.Serializer):
     engine = HealthEngineField(help_text="unknown when the database cannot be read.")
 
 
-class RelatedSubscriptionSerializer(serializers.Serializer):
+class LockedRelationSerializer(serializers.Serializer):
     subscription_id = serializers.UUIDField()
     description = serializers.CharField()
     product = serializers.CharField()
@@ -131,10 +131,10 @@ class SubscriptionWorkflowSerializer(serializers.Serializer):
         child=serializers.CharField(),
         help_text="Why it may not (empty when allowed): out of sync and which process holds it, lifecycle status.",
     )
-    locked_relations = RelatedSubscriptionSerializer(
+    locked_relations = LockedRelationSerializer(
         many=True, help_text="Related subscriptions (used by it, or using it) that another process holds or that are "
                              "out of sync: the workflow may start once they are free.")
-    in_use_by = RelatedSubscriptionSerializer(
+    in_use_by = LockedRelationSerializer(
         many=True, help_text="For a terminate: the subscriptions that still use this one and must be terminated first.")
 
 

@@ -157,3 +157,22 @@ def test_a_terminated_port_never_blocks_anything(catalogue):
     change_lifecycle(node.pk, "disabled", by="tester")
     change_lifecycle(node.pk, "active", by="tester")
     change_lifecycle(node.pk, "terminated", by="tester")
+
+
+def test_the_api_lists_what_a_subscription_uses_and_what_uses_it(catalogue, django_user_model):
+    from rest_framework.test import APIClient
+
+    node = make_node()
+    port = make_port(node, "xe-0/0/0")
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.create_user("reader"))
+
+    of_node = client.get(f"/api/subscriptions/{node.pk}/relations/").json()
+    of_port = client.get(f"/api/subscriptions/{port.pk}/relations/").json()
+
+    assert of_node == {"depends_on": [], "in_use_by": [{
+        "subscription_id": str(port.pk), "description": "Port xe-0/0/0", "product": "Port 10G", "status": "active",
+        "insync": True, "via": "PortBlock.node",
+    }]}
+    assert [r["subscription_id"] for r in of_port["depends_on"]] == [str(node.pk)] and of_port["in_use_by"] == []
+    assert client.get("/api/subscriptions/not-an-id/relations/").status_code == 404
