@@ -176,3 +176,19 @@ def test_the_api_lists_what_a_subscription_uses_and_what_uses_it(catalogue, djan
     }]}
     assert [r["subscription_id"] for r in of_port["depends_on"]] == [str(node.pk)] and of_port["in_use_by"] == []
     assert client.get("/api/subscriptions/not-an-id/relations/").status_code == 404
+
+
+def test_linking_a_port_to_a_terminated_node_and_activating_it_in_one_save_is_refused(catalogue):
+    node = make_node()
+    node_block = NodeProduct.load(node).node
+    change_lifecycle(node.pk, "terminated", by="tester")
+    model = PortProduct.new(Product.objects.get(name="Port 10G"), "customer-1", "Port late")
+    model.port.port_name, model.port.port_mode = "xe-0/0/1", "tagged"
+    model.port.node = node_block  # read while the node was still active
+    model.subscription.provision()
+    model.subscription.activate()
+
+    with pytest.raises(RelationConflict, match=r"it uses Node .* \(Node rtr-1, terminated\)"):
+        model.save()
+
+    assert not Subscription.objects.filter(description="Port late").exists()
