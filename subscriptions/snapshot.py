@@ -39,7 +39,14 @@ def snapshot(subscription: Subscription | str) -> dict[str, Any]:
     except DomainModelError:
         data["blocks"] = {}  # a product without a declared domain model: only its columns
     else:
-        data["blocks"] = _strip_ids(model_class._read(subscription).to_dict())
+        try:
+            data["blocks"] = _strip_ids(model_class._read(subscription).to_dict())
+        except DomainModelError as exc:
+            # Stored values that no longer fit the model: the workflow that fixes them must still be able
+            # to take the subscription, so the copy says what it could not read instead of failing.
+            logger.warning("subscription %s: snapshot without blocks: %s", subscription.subscription_id, exc)
+            data["blocks"] = {}
+            data["blocks_unreadable"] = str(exc)
     return data
 
 
@@ -62,7 +69,7 @@ def delta(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]
     old: dict[str, Any] = {}
     new: dict[str, Any] = {}
     for side, flat in ((before, old), (after, new)):
-        columns = {k: v for k, v in side.items() if k not in ("blocks", "version")}
+        columns = {k: v for k, v in side.items() if k not in ("blocks", "version", "blocks_unreadable")}
         _flatten(columns, "", flat)
         _flatten(side.get("blocks") or {}, "", flat)
     fields = list(old) + [f for f in new if f not in old]

@@ -192,3 +192,19 @@ def test_linking_a_port_to_a_terminated_node_and_activating_it_in_one_save_is_re
         model.save()
 
     assert not Subscription.objects.filter(description="Port late").exists()
+
+
+def test_a_snapshot_of_a_subscription_whose_values_no_longer_fit_still_has_its_columns(catalogue):
+    from subscriptions.models import SubscriptionInstanceValue
+    from subscriptions.snapshot import delta, snapshot
+
+    node = make_node()
+    SubscriptionInstanceValue.objects.filter(subscription_instance__subscription=node,
+                                             resource_type__resource_type="inventory_id").update(value="seven")
+
+    copy = snapshot(node)
+
+    assert copy["description"] == "Node rtr-1" and copy["status"] == "active" and copy["blocks"] == {}
+    assert "inventory_id" in copy["blocks_unreadable"]
+    assert delta(copy, {**copy, "description": "Node rtr-2"}) == [
+        {"field": "description", "old": "Node rtr-1", "new": "Node rtr-2"}]
