@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from django.db import DatabaseError, connection
@@ -91,22 +92,29 @@ def holding_processes(subscription: Subscription) -> list[Holder]:
     return _holders_of([subscription.pk])[subscription.pk]
 
 
-@dataclass
 class Surroundings:
-    """What every workflow's check needs to know about one subscription, read once (constant queries)."""
+    """What the checks need to know about one subscription, read once and only when a check asks for it
+    (a read-only workflow's start needs none of it), in a constant number of queries."""
 
-    subscription: Subscription
-    users: list[Relation]
-    uses: list[Relation]
-    holders: dict[uuid.UUID, list[Holder]]
-    workflows: dict[str, WorkflowSpec] = field(default_factory=all_workflows)
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self.workflows = all_workflows()
 
     @classmethod
     def of(cls, subscription: Subscription) -> Surroundings:
-        key = subscription.pk
-        users, uses = in_use_by([key])[key], depends_on([key])[key]
-        ids = [key, *{r.other.subscription_id for r in (*users, *uses)}]
-        return cls(subscription, users, uses, _holders_of(ids))
+        return cls(subscription)
+
+    @cached_property
+    def users(self) -> list[Relation]:
+        return in_use_by([self.subscription.pk])[self.subscription.pk]
+
+    @cached_property
+    def uses(self) -> list[Relation]:
+        return depends_on([self.subscription.pk])[self.subscription.pk]
+
+    @cached_property
+    def holders(self) -> dict[uuid.UUID, list[Holder]]:
+        return _holders_of([self.subscription.pk, *{r.other.subscription_id for r in (*self.users, *self.uses)}])
 
     def own_holders(self) -> list[Holder]:
         return [h for h in self.holders[self.subscription.pk] if holds(h, self.workflows)]
