@@ -26,6 +26,7 @@ from processes.services import holding_processes, set_in_sync, start_process, wo
 from subscriptions.admin import SubscriptionAdmin
 from subscriptions.models import Subscription
 from subscriptions.services import get_subscription
+from workflows.registry import WorkflowSpec
 
 RUN_PROCESS = "processes.run_process"
 # The subscription page lists this many of its newest processes.
@@ -37,6 +38,16 @@ def process_admin_url(process_id: uuid.UUID) -> str:
         return reverse("admin:processes_process_change", args=[process_id])
     except NoReverseMatch:
         return f"{reverse('admin:index')}processes/process/{process_id}/change/"
+
+
+def initial_input(spec: WorkflowSpec, subscription: Subscription) -> dict[str, Any]:
+    """What a workflow's start form shows first: its form's `initial_for(subscription)`, if it has one.
+
+    A form that says how the subscription should be afterwards (modify_subscription_details) starts from
+    how it is now, so staff change what they mean to and leave the rest as it was.
+    """
+    initial_for = getattr(spec.initial_input_form, "initial_for", None)
+    return initial_for(subscription) if callable(initial_for) else {}
 
 
 class SetInSyncForm(forms.Form):
@@ -146,7 +157,8 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
         if reasons:
             messages.error(request, f"cannot start {spec.name}: " + "; ".join(reasons))
             return HttpResponseRedirect(change_url)
-        form = form_for(spec.initial_input_form, data=request.POST if request.method == "POST" else None)
+        form = form_for(spec.initial_input_form, data=request.POST if request.method == "POST" else None,
+                        initial=initial_input(spec, subscription))
         if request.method == "POST" and form.is_valid():
             try:
                 process = start_process(
