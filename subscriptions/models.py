@@ -313,10 +313,6 @@ class Subscription(FSMModelMixin, models.Model):
             )
         )
 
-    def bump_version(self) -> None:
-        """Record that something belonging to this subscription (its instance values) changed."""
-        self.save(update_fields=[])
-
 
 class SubscriptionLifecycleEvent(models.Model):
     """One lifecycle transition of a subscription: from, to, when, by whom, and in which process."""

@@ -86,6 +86,13 @@ class AbortProcessSerializer(StrictSerializer):
                                    help_text="Why the process is aborted; kept in its log.")
 
 
+class SkipStepSerializer(StrictSerializer):
+    # Blank passes here and is refused by the service, which owns the rule (as for the admin and commands).
+    reason = TextField(allow_blank=True, max_length=2000,
+                       help_text="Required: why it is safe to go on without the failed step (its work was done "
+                                 "by other means); kept in the process's log with your name.")
+
+
 class EmptySerializer(StrictSerializer):
     """No fields: an empty body (or `{}`)."""
 

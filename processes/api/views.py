@@ -1,4 +1,4 @@
-"""The process API: start, list, show, resume, retry, abort and delete processes, through processes.services."""
+"""The process API: start, list, show, resume, retry, skip, abort and delete processes, through processes.services."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from processes.api.serializers import (
     ProcessListItemSerializer,
     ProcessRefSerializer,
     ResumeProcessSerializer,
+    SkipStepSerializer,
     StartProcessSerializer,
     StatusCountsSerializer,
 )
@@ -81,7 +82,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
     lookup_url_kwarg = "id"  # the path reads /api/processes/{id}/, as the API contract says
 
     def get_permissions(self) -> list[permissions.BasePermission]:
-        if self.action in ("create", "resume", "retry", "abort", "destroy"):
+        if self.action in ("create", "resume", "retry", "skip", "abort", "destroy"):
             return [permissions.IsAuthenticated(), CanRunProcesses()]
         return [permissions.IsAuthenticated()]
 
@@ -225,6 +226,22 @@ class ProcessViewSet(viewsets.GenericViewSet):
     def retry(self, request: Request, id: str) -> Response:
         EmptySerializer(data=request.data).is_valid(raise_exception=True)
         process = services.retry_process(id, by=request.user)
+        return Response(ProcessRefSerializer(process).data)
+
+    @extend_schema(
+        summary="Skip the failed step of a process and run on from the next",
+        description="For a failed or waiting process (as in the admin): the failed step is logged as `skipped` with "
+                    "who and why, is not run again, and the process continues with the next step from the state of "
+                    "the last successful step. The reason is required (400 without one). **409** when the "
+                    "process's status allows no skip, or the failed step is its last (retry or abort it instead).",
+        request=SkipStepSerializer,
+        responses={200: ProcessRefSerializer, **ACTION_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def skip(self, request: Request, id: str) -> Response:
+        serializer = SkipStepSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        process = services.skip_step(id, by=request.user, reason=serializer.validated_data["reason"])
         return Response(ProcessRefSerializer(process).data)
 
     @extend_schema(
