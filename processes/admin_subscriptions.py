@@ -189,11 +189,15 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
             return HttpResponseRedirect(change_url)
         form = form_for(spec.initial_input_form, data=request.POST if request.method == "POST" else None,
                         initial=initial_input(spec, subscription))
+        # The version the page showed: a start from a page someone else's change has made stale is
+        # refused (and the user sent back to the current subscription) instead of acting on it unseen.
+        seen = request.POST.get("subscription_version", "") if request.method == "POST" else ""
+        seen_version = int(seen) if seen.isdigit() else subscription.version
         if request.method == "POST" and form.is_valid():
             try:
                 process = start_process(
                     spec.name, subscription_id=subscription.pk,
-                    user_input=input_from(form), by=request.user,
+                    user_input=input_from(form), by=request.user, subscription_version=seen_version,
                 )
             except InvalidInput as exc:
                 put_errors_on(form, exc)
@@ -207,7 +211,7 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
                 return HttpResponseRedirect(process_admin_url(process.process_id))
         return self._page(
             request, "admin/subscriptions/subscription/start_workflow.html", subscription,
-            f"Start {spec.name}", spec=spec, form=form,
+            f"Start {spec.name}", spec=spec, form=form, seen_version=seen_version,
             adminform=helpers.AdminForm(form, [(None, {"fields": list(form.fields)})], {}),
             errors=helpers.AdminErrorList(form, []) if form.is_bound else None,
         )

@@ -190,7 +190,8 @@ def delete_task(process_id: uuid.UUID | str, *, by: Any = None) -> None:
 def set_in_sync(subscription_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Subscription:
     """Mark a stuck (out-of-sync) subscription in sync again by hand, recording who did it and why.
 
-    Refused (409) while a process that is neither completed nor aborted holds the subscription: that
+    Refused (409) while a process that is neither completed nor aborted holds the subscription (read-only
+    ones, a validation or a note, do not count: they never take it): that
     process will set it in sync itself, or must be aborted first. The subscription row is locked while
     the holders are checked, so a process starting at the same moment cannot slip in between.
     """
@@ -202,7 +203,9 @@ def set_in_sync(subscription_id: uuid.UUID | str, *, by: Any = None, reason: str
         )
     with transaction.atomic():
         subscription = get_subscription(subscription_id, for_update=True)
-        holders = holding_processes(subscription)
+        # Read-only processes (a validation, a note) never take the subscription, failed or not: they
+        # do not keep staff from giving it back, as they keep no other workflow from starting.
+        holders = [holder for holder in holding_processes(subscription) if holds(holder)]
         if holders:
             raise Conflict(
                 f"cannot set subscription {subscription.subscription_id} in sync: {holders[0].describe()} "

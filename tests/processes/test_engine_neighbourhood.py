@@ -411,3 +411,16 @@ def test_a_start_whose_neighbour_a_step_has_locked_answers_busy_not_a_500(active
     # Once the step committed, the same start goes through.
     assert start_process("modify_port", subscription_id=active_port.pk,
                          user_input={"enabled": False}).status == "completed"
+
+
+def test_a_failed_validation_does_not_keep_staff_from_setting_the_subscription_in_sync(active_node):
+    from processes.services import set_in_sync
+
+    holder = start_process("t_hold_node", subscription_id=active_node.pk)
+    validation = start_process("validate_node", subscription_id=active_node.pk)  # no loopback: it fails
+    assert validation.status == "failed"
+    abort_process(holder.process_id, reason="stuck")
+
+    set_in_sync(active_node.pk, by="staff", reason="checked by hand")
+
+    assert Subscription.objects.get(pk=active_node.pk).insync is True
