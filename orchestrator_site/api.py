@@ -69,7 +69,7 @@ def error_body(detail: str, errors: dict[str, Any] | None = None) -> dict[str, A
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error as `{"detail": "...", "errors": {field: [...]}}` with its status code; never a 500 for bad input."""
     if isinstance(exc, OrchestratorError):
-        return Response(error_body(exc.detail, exc.errors), status=exc.status_code)
+        return Response({**error_body(exc.detail, exc.errors), **exc.body}, status=exc.status_code)
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body("the request body is too large"), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, exceptions.ValidationError):

@@ -16,9 +16,11 @@ class OrchestratorError(Exception):
     default_detail: str = "The orchestrator refused the request."
 
     def __init__(self, detail: str | None = None, *, errors: dict[str, list[str]] | None = None,
-                 **context: Any) -> None:
+                 body: dict[str, Any] | None = None, **context: Any) -> None:
         self.detail = detail or self.default_detail
         self.errors = errors or {}
+        # More of the answer, for clients to act on (the related subscriptions that hold a start back).
+        self.body = body or {}
         self.context = context
         super().__init__(self.detail)
 

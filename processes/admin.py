@@ -32,6 +32,7 @@ from processes.models import (
     ProcessStep,
 )
 from processes.search import search_processes
+from processes.subscription_delta import subscription_delta
 from subscriptions.admin import ReadOnlyAdminMixin
 from workflows.dsl import StepKind
 from workflows.registry import get_workflow
@@ -264,6 +265,8 @@ class ProcessAdmin(admin.ModelAdmin):
             "timeline": timeline, "pending_steps": pending, "process_subscriptions": subscriptions,
             "process_inputs": inputs, "process_actions": self.available_actions(request, process, at_done=at_done),
             "process_status_display": process.get_status_display(),
+            "subscription_delta": subscription_delta(process, steps[-1].state if steps and isinstance(
+                steps[-1].state, dict) else {}),
         }
 
     def available_actions(self, request: HttpRequest, process: Process, *, at_done: bool = False) -> list[dict]:

@@ -1,5 +1,6 @@
 """The subscription's admin page, with what processes add to it: its processes, the workflows it can start
-now (and why others cannot), starting one through its initial form, and "set in sync" for a stuck one.
+now (and why others cannot), starting one through its initial form, "set in sync" for a stuck one, its last
+validation, and, while it is out of sync, since when and which process holds it.
 
 `subscriptions` knows nothing of processes (DESIGN.md, "Apps and what each owns"), so this module replaces
 its SubscriptionAdmin on the admin site with a subclass; ProcessesConfig.ready() imports it.
@@ -22,10 +23,12 @@ from django.urls import NoReverseMatch, URLPattern, path, reverse
 from orchestrator_site.errors import InvalidInput, NotFound, OrchestratorError
 from processes.admin_forms import form_for, input_from, put_errors_on
 from processes.models import ProcessSubscription
-from processes.services import holding_processes, set_in_sync, start_process, workflows_for
+from processes.services import holding_processes, holds, set_in_sync, start_process, workflows_for
 from subscriptions.admin import SubscriptionAdmin
 from subscriptions.models import Subscription
 from subscriptions.services import get_subscription
+from workflows.models import Target
+from workflows.registry import WorkflowSpec
 
 RUN_PROCESS = "processes.run_process"
 # The subscription page lists this many of its newest processes.
@@ -37,6 +40,16 @@ def process_admin_url(process_id: uuid.UUID) -> str:
         return reverse("admin:processes_process_change", args=[process_id])
     except NoReverseMatch:
         return f"{reverse('admin:index')}processes/process/{process_id}/change/"
+
+
+def initial_input(spec: WorkflowSpec, subscription: Subscription) -> dict[str, Any]:
+    """What a workflow's start form shows first: its form's `initial_for(subscription)`, if it has one.
+
+    A form that says how the subscription should be afterwards (modify_subscription_details) starts from
+    how it is now, so staff change what they mean to and leave the rest as it was.
+    """
+    initial_for = getattr(spec.initial_input_form, "initial_for", None)
+    return initial_for(subscription) if callable(initial_for) else {}
 
 
 class SetInSyncForm(forms.Form):
@@ -105,6 +118,34 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
                 reverse("admin:subscriptions_subscription_set_in_sync", args=[subscription.pk])
                 if can_run and not subscription.insync else None
             ),
+            "last_validation": self.last_validation(subscription),
+            "out_of_sync": self.out_of_sync(subscription),
+        }
+
+    @staticmethod
+    def last_validation(subscription: Subscription) -> dict[str, Any] | None:
+        """The newest process of a validate workflow on the subscription (one query), or None."""
+        link = (
+            ProcessSubscription.objects.filter(subscription=subscription, process__workflow__target=Target.VALIDATE)
+            .select_related("process__workflow")
+            .order_by("-process__started_at")
+            .first()
+        )
+        if link is None:
+            return None
+        return {"process": link.process, "url": process_admin_url(link.process_id)}
+
+    @staticmethod
+    def out_of_sync(subscription: Subscription) -> dict[str, Any] | None:
+        """For the banner of an out-of-sync subscription: since when, and the processes that hold it."""
+        if subscription.insync:
+            return None
+        # The same reading as the reasons a workflow cannot start: a process of a workflow usable while out
+        # of sync (modify_note) does not hold it.
+        holders = [h for h in holding_processes(subscription) if holds(h)]
+        return {
+            "since": subscription.out_of_sync_since,
+            "holders": [{"holder": h, "url": process_admin_url(h.process_id)} for h in holders],
         }
 
     # --- helpers for the two action pages ------------------------------------------------------
@@ -146,12 +187,17 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
         if reasons:
             messages.error(request, f"cannot start {spec.name}: " + "; ".join(reasons))
             return HttpResponseRedirect(change_url)
-        form = form_for(spec.initial_input_form, data=request.POST if request.method == "POST" else None)
+        form = form_for(spec.initial_input_form, data=request.POST if request.method == "POST" else None,
+                        initial=initial_input(spec, subscription))
+        # The version the page showed: a start from a page someone else's change has made stale is
+        # refused (and the user sent back to the current subscription) instead of acting on it unseen.
+        seen = request.POST.get("subscription_version", "") if request.method == "POST" else ""
+        seen_version = int(seen) if seen.isdigit() else subscription.version
         if request.method == "POST" and form.is_valid():
             try:
                 process = start_process(
                     spec.name, subscription_id=subscription.pk,
-                    user_input=input_from(form), by=request.user,
+                    user_input=input_from(form), by=request.user, subscription_version=seen_version,
                 )
             except InvalidInput as exc:
                 put_errors_on(form, exc)
@@ -165,7 +211,7 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
                 return HttpResponseRedirect(process_admin_url(process.process_id))
         return self._page(
             request, "admin/subscriptions/subscription/start_workflow.html", subscription,
-            f"Start {spec.name}", spec=spec, form=form,
+            f"Start {spec.name}", spec=spec, form=form, seen_version=seen_version,
             adminform=helpers.AdminForm(form, [(None, {"fields": list(form.fields)})], {}),
             errors=helpers.AdminErrorList(form, []) if form.is_bound else None,
         )

@@ -80,3 +80,8 @@ def storable_text(text: object, limit: int = 20_000) -> str:
 def lock_timed_out(exc: BaseException) -> bool:
     """True when `exc` is PostgreSQL's lock_timeout (or NOWAIT) giving up on a row lock another holds."""
     return any(getattr(error, "sqlstate", None) == "55P03" for error in _chain(exc))
+
+
+def deadlocked(exc: BaseException) -> bool:
+    """True when PostgreSQL broke a deadlock by failing this transaction (the other one went on)."""
+    return any(getattr(error, "sqlstate", None) == "40P01" for error in _chain(exc))

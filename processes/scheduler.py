@@ -25,6 +25,7 @@ from processes.dberrors import connection_lost
 from processes.models import ScheduledRun
 from processes.recovery import SCHEDULER_ACTOR, recover_stalled_processes, retry_due_processes
 from processes.services import start_process
+from workflows.errors import WorkflowNotStartable
 from workflows.registry import all_workflows
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,13 @@ def start_due_tasks(now: datetime | None = None, *, failures: list[str] | None =
         except IntegrityError:
             logger.info("scheduled task %s (%s): another scheduler started it for the period from %s",
                         schedule.task, schedule.text, period)
+            continue
+        except WorkflowNotStartable as exc:
+            # Its start predicate says no (the last run has not finished): this period's run is skipped,
+            # recorded as done without a process, instead of being tried again at every tick.
+            ScheduledRun.objects.get_or_create(task=schedule.task, period_start=period)
+            logger.warning("scheduled task %s (%s): period from %s skipped: %s", schedule.task, schedule.text,
+                           period, exc)
             continue
         except OrchestratorError as exc:
             logger.warning("scheduled task %s (%s): not started, will try again: %s", schedule.task, schedule.text, exc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -14,99 +13,33 @@ from orchestrator_site.errors import Conflict, InvalidInput
 from processes import engine, operations
 from processes.errors import WorkflowRemoved, WrongProcessStatus
 from processes.executors import submit_after_commit
-from processes.models import FINISHED, Process, ProcessStatus, ProcessSubscription
+from processes.models import Process, ProcessStatus, ProcessSubscription
+from processes.startable import (  # noqa: F401  (re-exported: the one place callers import them from)
+    Holder,
+    Refusal,
+    allowed,
+    holding_processes,
+    holds,
+    lock_with_neighbours,
+    predicate_refusals,
+    reasons_not_startable,
+    workflows_for,
+)
+from subscriptions.errors import StaleSubscription
 from subscriptions.lifecycle import actor_name
 from subscriptions.models import Subscription, SubscriptionLifecycleEvent
 from subscriptions.services import get_subscription
 from workflows.errors import SubscriptionOutOfSync, WorkflowNotStartable
 from workflows.forms import validate_input
-from workflows.registry import WorkflowSpec, all_workflows, get_workflow
+from workflows.models import Workflow
+from workflows.registry import WorkflowSpec, get_workflow
+from workflows.sync import workflow_row
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Holder:
-    process_id: uuid.UUID
-    workflow: str
-    status: str
-
-    def describe(self) -> str:
-        return f"process {self.process_id} ({self.workflow}, {self.status})"
-
-
-def holding_processes(subscription: Subscription) -> list[Holder]:
-    """Unfinished processes linked to the subscription, newest first: who holds it out of sync."""
-    rows = (
-        ProcessSubscription.objects.filter(subscription=subscription)
-        .exclude(process__status__in=FINISHED)
-        .order_by("-process__started_at")
-        .values_list("process_id", "process__workflow__name", "process__status")
-    )
-    return [Holder(*row) for row in rows]
-
-
-def holds(holder: Holder, workflows: dict[str, WorkflowSpec] | None = None) -> bool:
-    """Whether an unfinished process keeps others off its subscription: all do, except those of workflows
-    declared usable while out of sync (read-only ones, which never take the subscription). A process whose
-    workflow left the code is counted as holding: nobody can say what it would still do."""
-    spec = (workflows if workflows is not None else all_workflows()).get(holder.workflow)
-    return spec is None or not spec.usable_while_out_of_sync
-
-
-def reasons_not_startable(spec: WorkflowSpec, subscription: Subscription, *, user: Any = None
-                          ) -> list[tuple[int, str]]:
-    """Why `spec` cannot start on `subscription` now, as (status code, message); empty when it can.
-
-    With `user`, the workflow's own authorize hook is asked too (403), so nothing is offered that a start
-    would then refuse.
-    """
-    reasons: list[tuple[int, str]] = []
-    product = subscription.product
-    if spec.product_types and product.product_type not in spec.product_types:
-        reasons.append((412, f"{spec.name} does not serve product {product.name} ({product.product_type})"))
-    if spec.allowed_statuses and subscription.status not in spec.allowed_statuses:
-        reasons.append((412, f"subscription {subscription.subscription_id} is {subscription.status}; {spec.name} "
-                             f"may start only on {', '.join(spec.allowed_statuses)} subscriptions"))
-    if not spec.usable_while_out_of_sync:
-        workflows = all_workflows()
-        holders = [h for h in holding_processes(subscription) if holds(h, workflows)]
-        if not subscription.insync:
-            held = (f"{holders[0].describe()} is running on it" if holders
-                    else "no unfinished process holds it; staff can set it in sync")
-            reasons.append((409, f"subscription {subscription.subscription_id} is out of sync ({held})"))
-        elif holders:
-            # Started, not yet at its unsync step: it holds the subscription all the same.
-            reasons.append((409, f"subscription {subscription.subscription_id} is held by {holders[0].describe()}, "
-                                 f"which has not finished"))
-    if user is not None and not _allowed(spec, user, subscription):
-        reasons.append((403, f"you may not start {spec.name}"))
-    return reasons
-
-
-def workflows_for(subscription: Subscription, *, user: Any = None) -> list[tuple[WorkflowSpec, list[str]]]:
-    """Every workflow for the subscription's product, with the reasons it cannot start now (none: allowed);
-    with `user`, including that the workflow's authorize hook refuses them."""
-    out = []
-    for spec in all_workflows().values():
-        if not spec.needs_subscription and not spec.usable_while_out_of_sync:
-            continue
-        if spec.product_types and subscription.product.product_type not in spec.product_types:
-            continue
-        reasons = reasons_not_startable(spec, subscription, user=user)
-        out.append((spec, [message for _, message in reasons]))
-    return out
-
-
-def _allowed(spec: WorkflowSpec, user: Any, subscription: Subscription | None) -> bool:
-    # Only a real user is asked about; a name (commands, the scheduler) acts with the system's authority.
-    if spec.authorize is None or user is None or isinstance(user, str):
-        return True
-    return bool(spec.authorize(user, spec, subscription))
-
-
 def _authorize(spec: WorkflowSpec, user: Any, subscription: Subscription | None, action: str) -> None:
-    if not _allowed(spec, user, subscription):
+    if not allowed(spec, user, subscription):
         raise PermissionDenied(f"you may not {action} {spec.name}")
 
 
@@ -132,10 +65,13 @@ def start_process(
     subscription_id: uuid.UUID | str | None = None,
     user_input: Any = None,
     by: Any = None,
+    subscription_version: int | None = None,
 ) -> Process:
     """Validate, check the subscription, create the process and hand it to the executor.
 
     Everything is checked before anything is written: a refused start leaves no process behind.
+    `subscription_version` is the version of the subscription the client saw: when it is no longer
+    the current one, the start is refused (409) instead of acting on a subscription the user has not seen.
     """
     spec = get_workflow(workflow_name)
     if spec.needs_subscription and subscription_id in (None, ""):
@@ -153,16 +89,29 @@ def start_process(
         subscription = None
         state: dict[str, Any] = dict(validated)
         if subscription_id not in (None, ""):
-            # Lock the subscription while we check it and create and link the process: a second start on
-            # it waits here, then finds this process holding it (409). Of racing starts exactly one is
-            # created; the unsync step still checks again under its own lock.
+            # Lock the subscription (and, for a workflow that takes it, its neighbours) while we check
+            # them and create and link the process: a second start on it (or on a neighbour) waits here,
+            # then finds this process holding it (409). Of racing starts exactly one is created; the unsync
+            # step checks again. The same lock keeps two starts from both passing a run predicate.
+            if not spec.usable_while_out_of_sync:
+                lock_with_neighbours(subscription_id)
             subscription = get_subscription(subscription_id, for_update=True)
+            if subscription_version is not None and subscription.version != subscription_version:
+                raise StaleSubscription(
+                    f"cannot start {spec.name}: stale: you saw version {subscription_version} of subscription "
+                    f"{subscription.subscription_id}, it is now {subscription.version}; reload it and try again",
+                    subscription_id=subscription.subscription_id,
+                )
             reasons = reasons_not_startable(spec, subscription)
-            if reasons:
-                status, _ = reasons[0]
-                text = f"cannot start {spec.name}: " + "; ".join(message for _, message in reasons)
-                error = SubscriptionOutOfSync if status == 409 and len(reasons) == 1 else WorkflowNotStartable
-                raise error(text, subscription_id=subscription.subscription_id)
+        else:
+            if spec.run_predicates:
+                # Serialize the starts of this task while its predicates look: two starts of a task that
+                # must not run twice both find none running, unless the second waits for the first.
+                Workflow.objects.select_for_update().filter(pk=workflow_row(spec).pk).exists()
+            reasons = predicate_refusals(spec, None)
+        if reasons:
+            raise _refused(spec, reasons, subscription)
+        if subscription is not None:
             state["subscription_id"] = str(subscription.subscription_id)
         _authorize(spec, by, subscription, "start")
         process = operations.create_process(spec, state, by=by, user_input=validated)
@@ -171,6 +120,20 @@ def start_process(
         submit_after_commit(process.process_id)
     logger.info("process %s: started %s by %s", process.process_id, spec.name, process.created_by)
     return engine.get_process(process.process_id)
+
+
+def _refused(spec: WorkflowSpec, reasons: list[Refusal], subscription: Subscription | None) -> Exception:
+    """One error for all the reasons: 409 when each is about who holds what (retry later), else 412."""
+    text = f"cannot start {spec.name}: " + "; ".join(reasons)
+    error = SubscriptionOutOfSync if all(r.status == 409 for r in reasons) else WorkflowNotStartable
+    body: dict[str, Any] = {}
+    locked = [item for r in reasons for item in r.locked_relations]
+    users = [item for r in reasons for item in r.in_use_by]
+    if locked:
+        body["locked_relations"] = locked
+    if users:
+        body["in_use_by"] = users
+    return error(text, body=body, subscription_id=subscription.subscription_id if subscription else None)
 
 
 def retry_process(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
@@ -227,7 +190,8 @@ def delete_task(process_id: uuid.UUID | str, *, by: Any = None) -> None:
 def set_in_sync(subscription_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Subscription:
     """Mark a stuck (out-of-sync) subscription in sync again by hand, recording who did it and why.
 
-    Refused (409) while a process that is neither completed nor aborted holds the subscription: that
+    Refused (409) while a process that is neither completed nor aborted holds the subscription (read-only
+    ones, a validation or a note, do not count: they never take it): that
     process will set it in sync itself, or must be aborted first. The subscription row is locked while
     the holders are checked, so a process starting at the same moment cannot slip in between.
     """
@@ -239,7 +203,9 @@ def set_in_sync(subscription_id: uuid.UUID | str, *, by: Any = None, reason: str
         )
     with transaction.atomic():
         subscription = get_subscription(subscription_id, for_update=True)
-        holders = holding_processes(subscription)
+        # Read-only processes (a validation, a note) never take the subscription, failed or not: they
+        # do not keep staff from giving it back, as they keep no other workflow from starting.
+        holders = [holder for holder in holding_processes(subscription) if holds(holder)]
         if holders:
             raise Conflict(
                 f"cannot set subscription {subscription.subscription_id} in sync: {holders[0].describe()} "

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable
+import logging
 from typing import Any
 
-from django import forms
 from django.contrib import admin
-from django.db import transaction
-from django.db.models import Model, Prefetch, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from subscriptions.blocktree import block_tree
 from subscriptions.models import (
     FixedInput,
     Product,
@@ -27,56 +26,28 @@ from subscriptions.models import (
     SubscriptionInstanceValue,
     SubscriptionLifecycleEvent,
 )
+from subscriptions.relations import Relation, depends_on, in_use_by
 from subscriptions.search import search_subscriptions
 
-
-def bump_subscription_versions(subscription_ids: Iterable[uuid.UUID | None]) -> None:
-    """Record on each subscription that something belonging to it changed in the admin.
-
-    Instances, their values and their relations are part of a subscription's domain model; changing
-    them must increase its version so that a workflow holding an older copy is refused instead of
-    overwriting the change. The rows are locked first (in id order), so the bump cannot meet a stale copy.
-    """
-    ids = {pk for pk in subscription_ids if pk is not None}
-    if not ids:
-        return
-    with transaction.atomic():
-        for subscription in Subscription.objects.select_for_update().filter(pk__in=ids).order_by("pk"):
-            subscription.bump_version()
+logger = logging.getLogger(__name__)
 
 
-class BumpsSubscriptionVersionMixin:
-    """For admins of the parts of a subscription: every save or delete bumps the subscription's version."""
-
-    # The lookup from the admin's model to the id of the subscription it belongs to.
-    subscription_lookup: str = ""
-    model: type[Model]
-
-    def subscription_ids(self, queryset: QuerySet[Any]) -> set[uuid.UUID]:
-        return set(queryset.values_list(self.subscription_lookup, flat=True))
-
-    def _ids_of(self, obj: Model) -> set[uuid.UUID]:
-        if obj.pk is None:
-            return set()
-        return self.subscription_ids(self.model._default_manager.filter(pk=obj.pk))
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        # Before and after the save: moving an instance to another subscription changes both.
-        before = self._ids_of(obj) if change else set()
-        super().save_model(request, obj, form, change)  # type: ignore[misc]
-        bump_subscription_versions(before | self._ids_of(obj))
-
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        ids = self._ids_of(obj)
-        with transaction.atomic():
-            super().delete_model(request, obj)  # type: ignore[misc]
-            bump_subscription_versions(ids)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        ids = self.subscription_ids(queryset)
-        with transaction.atomic():
-            super().delete_queryset(request, queryset)  # type: ignore[misc]
-            bump_subscription_versions(ids)
+def relation_links(relations: list[Relation], empty: str) -> SafeString | str:
+    """The subscriptions at the other end of `relations`, each a link with its status and through what."""
+    if not relations:
+        return empty
+    rows = (
+        (
+            reverse("admin:subscriptions_subscription_change", args=[r.other.subscription_id]),
+            r.other.product, str(r.other.subscription_id)[:8] + "…", r.other.description, r.other.status,
+            "" if r.other.insync else ", out of sync", r.via,
+        )
+        for r in relations
+    )
+    return format_html(
+        '<ul class="subscription-relations">{}</ul>',
+        format_html_join("", '<li><a href="{}">{} {}</a> {} ({}{}) <span class="help">via {}</span></li>', rows),
+    )
 
 
 # --- The product model ---------------------------------------------------------------------------
@@ -181,39 +152,8 @@ class SubscriptionLifecycleEventInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 
-class SubscriptionAdminForm(forms.ModelForm):
-    """The subscription form, refusing to save over a change someone else made after the page opened.
-
-    The model refuses stale saves within one request; the hidden `expected_version` carries the version
-    the user saw from the page to its POST, so two people editing at once cannot overwrite each other.
-    """
-
-    expected_version = forms.IntegerField(widget=forms.HiddenInput)
-
-    class Meta:
-        model = Subscription
-        fields = ["description", "customer_id", "note", "start_date", "end_date"]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["expected_version"].initial = self.instance.version
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        expected = cleaned.get("expected_version")
-        if expected is not None and expected != self.instance.version:
-            raise forms.ValidationError(
-                "This subscription was changed by someone else after you opened this page "
-                f"(version {expected} then, version {self.instance.version} now). Open it again to see "
-                "their change, then make yours.",
-                code="stale",
-            )
-        return cleaned
-
-
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    form = SubscriptionAdminForm
     list_display = [
         "description", "short_id", "product", "customer_id", "status", "insync", "start_date", "version",
     ]
@@ -227,13 +167,21 @@ class SubscriptionAdmin(admin.ModelAdmin):
     )
     # status moves only through lifecycle transitions (a protected FSM field: assigning it raises),
     # insync only through workflows, version on every save; product changes are a migration's job.
-    readonly_fields = ["subscription_id", "product", "status", "insync", "version", "instances_and_values"]
+    # And the rest too: a subscription's data changes only through workflows (its details through
+    # modify_subscription_details, its note through modify_note), which take the subscription out of sync
+    # while they work on it and record who changed what. The page shows everything, and saves nothing.
+    readonly_fields = [
+        "description", "customer_id", "note", "subscription_id", "product", "status", "insync", "version",
+        "start_date", "end_date", "out_of_sync_since", "product_blocks", "uses", "used_by",
+    ]
     fieldsets = [
-        (None, {"fields": ["description", "customer_id", "note", "expected_version"]}),
+        (None, {"fields": ["description", "customer_id", "note"]}),
         ("Product and lifecycle", {
-            "fields": ["subscription_id", "product", "status", "insync", "version", "start_date", "end_date"],
+            "fields": ["subscription_id", "product", "status", "insync", "out_of_sync_since", "version",
+                       "start_date", "end_date"],
         }),
-        ("Instances and values", {"fields": ["instances_and_values"]}),
+        ("Product blocks", {"fields": ["product_blocks"]}),
+        ("Relations", {"fields": ["uses", "used_by"]}),
     ]
     inlines = [SubscriptionLifecycleEventInline]
 
@@ -241,38 +189,29 @@ class SubscriptionAdmin(admin.ModelAdmin):
     def short_id(self, obj: Subscription) -> str:
         return obj.short_id
 
-    @admin.display(description="instances and values")
-    def instances_and_values(self, obj: Subscription | None) -> SafeString | str:
-        """A table of the subscription's instances and their values, read in two queries."""
+    @admin.display(description="product blocks")
+    def product_blocks(self, obj: Subscription | None) -> SafeString | str:
+        """The subscription's block tree: values, nested blocks, and who owns a block it uses. Three queries."""
         if obj is None or obj.pk is None:
             return "—"
-        instances = obj.instances.select_related("product_block").prefetch_related(
-            Prefetch("values", queryset=SubscriptionInstanceValue.objects.select_related("resource_type"))
-        )
-        rows: list[tuple[Any, ...]] = []
-        for instance in instances:
-            url = reverse("admin:subscriptions_subscriptioninstance_change", args=[instance.pk])
-            values = list(instance.values.all()) or [None]
-            for value in values:
-                rows.append((
-                    url,
-                    instance.product_block.name,
-                    instance.label or "—",
-                    value.resource_type.resource_type if value else "—",
-                    value.value if value else "—",
-                ))
-        if not rows:
-            return "This subscription has no instances."
-        body = format_html_join(
-            "\n",
-            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>',
-            rows,
-        )
-        return format_html(
-            "<table><thead><tr><th>block</th><th>label</th><th>resource type</th><th>value</th></tr>"
-            "</thead><tbody>{}</tbody></table>",
-            body,
-        )
+        roots = block_tree(obj)
+        if not roots:
+            return "This subscription has no product blocks."
+        return render_to_string("admin/subscriptions/subscription/_block_tree.html", {"nodes": roots})
+
+    @admin.display(description="uses")
+    def uses(self, obj: Subscription | None) -> SafeString | str:
+        """The subscriptions this one uses (a port's node), with their status."""
+        if obj is None or obj.pk is None:
+            return "—"
+        return relation_links(depends_on([obj.pk])[obj.pk], "It uses no other subscription.")
+
+    @admin.display(description="used by")
+    def used_by(self, obj: Subscription | None) -> SafeString | str:
+        """The subscriptions that use this one (a node's ports), with their status."""
+        if obj is None or obj.pk is None:
+            return "—"
+        return relation_links(in_use_by([obj.pk])[obj.pk], "No other subscription uses it.")
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
@@ -282,6 +221,10 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """No: a subscription is created by a create workflow, which provisions it and records who did."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """No: its data changes only through workflows (see readonly_fields); a POST to its page is a 403."""
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -303,14 +246,16 @@ class SubscriptionLifecycleEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 
-class SubscriptionInstanceValueInline(admin.TabularInline):
+# A subscription's parts are its domain model, written only by workflows (SubscriptionModel.save() checks
+# the values' types and the blocks' cardinalities, and bumps the subscription's version): shown, never
+# edited by hand, so nothing can be typed into an active subscription or under a workflow that holds it.
+class SubscriptionInstanceValueInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SubscriptionInstanceValue
     extra = 0
 
 
 @admin.register(SubscriptionInstance)
-class SubscriptionInstanceAdmin(BumpsSubscriptionVersionMixin, admin.ModelAdmin):
-    subscription_lookup = "subscription_id"
+class SubscriptionInstanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "product_block", "label", "subscription"]
     list_filter = ["product_block"]
     list_select_related = ["product_block", "subscription"]
@@ -321,8 +266,7 @@ class SubscriptionInstanceAdmin(BumpsSubscriptionVersionMixin, admin.ModelAdmin)
 
 
 @admin.register(SubscriptionInstanceValue)
-class SubscriptionInstanceValueAdmin(BumpsSubscriptionVersionMixin, admin.ModelAdmin):
-    subscription_lookup = "subscription_instance__subscription_id"
+class SubscriptionInstanceValueAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["subscription_instance", "resource_type", "value"]
     list_filter = ["resource_type"]
     list_select_related = ["subscription_instance__product_block", "resource_type"]
@@ -331,9 +275,8 @@ class SubscriptionInstanceValueAdmin(BumpsSubscriptionVersionMixin, admin.ModelA
 
 
 @admin.register(SubscriptionInstanceRelation)
-class SubscriptionInstanceRelationAdmin(BumpsSubscriptionVersionMixin, admin.ModelAdmin):
+class SubscriptionInstanceRelationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # The relation is a field of the domain model of the instance that uses the other one.
-    subscription_lookup = "in_use_by__subscription_id"
     list_display = ["in_use_by", "domain_model_attr", "order_id", "depends_on"]
     list_select_related = ["in_use_by__product_block", "depends_on__product_block"]
     search_fields = ["domain_model_attr", "in_use_by__label", "depends_on__label"]

@@ -631,6 +631,7 @@ class SubscriptionModel:
         # copy fail before any of its blocks is touched. save() validated the blocks (in the new
         # status, if this save changes it) before writing them; the subscription's own check would
         # read them from the rows this save has not yet written.
+        pending = list(subscription.__dict__.get("_pending_events", []))
         subscription.save(blocks_validated=True)
 
         product_blocks = _product_blocks({b.__block_name__ for b in new_blocks})
@@ -669,6 +670,13 @@ class SubscriptionModel:
             for p, a, o, c in sorted(new_relations, key=lambda r: (str(r[0]), r[1], r[2]))
         )
         self._write_values(value_writes)
+        if pending:
+            # After the relations are written: a status change is checked against the neighbours this
+            # save leaves, not the ones it replaces.
+            from subscriptions.relations import check_neighbours_allow
+
+            check_neighbours_allow(subscription, from_status=pending[0].from_status,
+                                   transition=pending[-1].transition)
 
         for block in owned:
             object.__setattr__(block, "_loaded", block._scalar_texts())

@@ -197,13 +197,15 @@ class Subscription(FSMModelMixin, models.Model):
                     from subscriptions.domain import check_status_change  # domain builds on this module
 
                     check_status_change(self, from_status=pending[0].from_status)
-                if pending:
+                if pending and not blocks_validated:
                     # Whichever path changes the status: a workflow that forgets to check must not
-                    # leave a port on a terminated node either.
+                    # leave a port on a terminated node either. (SubscriptionModel.save() checks after
+                    # it has written its relations, which may be what changes the neighbourhood.)
                     from subscriptions.relations import check_neighbours_allow
 
                     check_neighbours_allow(self, from_status=pending[0].from_status,
                                            transition=pending[-1].transition)
+                if pending:
                     SubscriptionLifecycleEvent.objects.bulk_create(pending)
             except BaseException:
                 # The transaction rolls back; so does this copy, and it keeps its pending events.
@@ -316,10 +318,6 @@ class Subscription(FSMModelMixin, models.Model):
                 process_id=process_id,
             )
         )
-
-    def bump_version(self) -> None:
-        """Record that something belonging to this subscription (its instance values) changed."""
-        self.save(update_fields=[])
 
 
 class SubscriptionLifecycleEvent(models.Model):

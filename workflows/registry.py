@@ -47,6 +47,12 @@ class WorkflowSpec:
     authorize: Callable[..., bool] | None = None
     module: str = ""
     body: StepList = field(default_factory=StepList)
+    # Checked at every start, in order: each returns None (or True) to allow it, or a message (or False)
+    # to refuse it with 412. See workflows.predicates.
+    run_predicates: tuple[Callable[..., Any], ...] = ()
+    # A reconcile workflow may also start on an out-of-sync subscription that no process holds: bringing
+    # a drifted subscription back in line is what it is for.
+    reconciles: bool = False
 
     @property
     def needs_subscription(self) -> bool:
@@ -72,11 +78,18 @@ def workflow(
     authorize: Callable[..., bool] | None = None,
     name: str | None = None,
     wrap: Callable[[StepList], StepList] | None = None,
+    run_predicate: Callable[..., Any] | Iterable[Callable[..., Any]] = (),
+    reconciles: bool = False,
 ) -> Callable[[Callable[[], StepList]], WorkflowSpec]:
     """Declare a workflow: the decorated function returns its steps (`begin >> a >> b`).
 
     Without a wrapper the steps are used as given; the target wrappers below add the standard steps.
+    `run_predicate`: one or more start conditions (workflows.predicates), checked at every start.
     """
+    predicates = (run_predicate,) if callable(run_predicate) else tuple(run_predicate)
+    for predicate in predicates:
+        if not callable(predicate):
+            raise TypeError(f"workflow {description!r}: run_predicate must be callables, not {predicate!r}")
     if target not in Target.values:
         raise TypeError(f"workflow {description!r}: target must be one of {', '.join(Target.values)}, not {target!r}")
     check_form(initial_input_form, where=f"workflow {description!r}")
@@ -122,6 +135,8 @@ def workflow(
             authorize=authorize,
             module=func.__module__,
             body=body,
+            run_predicates=predicates,
+            reconciles=reconciles,
         )
         register(spec)
         return spec
@@ -243,6 +258,20 @@ def _terminate(body: StepList) -> StepList:
         >> steps.resync >> done
 
 
+def _validate(body: StepList) -> StepList:
+    from workflows import steps
+
+    # No unsync, no resync: a validation reads and never takes the subscription, so it runs also while
+    # another process holds it (and that process keeps it).
+    return init >> steps.link_subscription >> body >> done
+
+
+def _reconcile(body: StepList) -> StepList:
+    from workflows import steps
+
+    return init >> steps.link_subscription >> steps.unsync_for_reconcile >> body >> steps.resync >> done
+
+
 def _task(body: StepList) -> StepList:
     return init >> body >> done
 
@@ -250,7 +279,27 @@ def _task(body: StepList) -> StepList:
 create_workflow = _wrapped(Target.CREATE, _create)
 modify_workflow = _wrapped(Target.MODIFY, _modify)
 terminate_workflow = _wrapped(Target.TERMINATE, _terminate)
-validate_workflow = _wrapped(Target.VALIDATE, _modify)
+
+
+def validate_workflow(description: str, **options: Any) -> Callable[[Callable[[], StepList]], WorkflowSpec]:
+    """A read-only check of a subscription against the outside world; runs while it is out of sync too.
+
+    Its steps must not change the subscription: they fail (retryable) when what they check is wrong.
+    """
+    options.setdefault("usable_while_out_of_sync", True)
+    return workflow(description, target=Target.VALIDATE, wrap=_validate, **options)
+
+
+def reconcile_workflow(description: str, **options: Any) -> Callable[[Callable[[], StepList]], WorkflowSpec]:
+    """Bring a subscription back in line with the outside world (the source of truth) after drift.
+
+    Standard steps: link, "Unsync for reconcile" (takes the subscription like unsync, and also when it is
+    out of sync with no process holding it: drift left behind by an aborted process), the body (read the
+    outside world, write what it says into the subscription), resync. The before/after of what it changed
+    is on the process page like any modify's.
+    """
+    options.setdefault("allowed_statuses", (L.ACTIVE, L.DISABLED))
+    return workflow(description, target=Target.MODIFY, wrap=_reconcile, reconciles=True, **options)
 
 
 def task(description: str, **options: Any) -> Callable[[Callable[[], StepList]], WorkflowSpec]:

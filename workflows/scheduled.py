@@ -18,6 +18,7 @@ from subscriptions.lifecycle import SubscriptionLifecycle
 from subscriptions.models import Subscription
 from workflows.dsl import State, StepList, begin, step
 from workflows.models import Target
+from workflows.predicates import no_unfinished_instance
 from workflows.registry import all_workflows, task
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def start_validations(created_by: str) -> State:
     }
 
 
-@task("Start the validate workflow of every in-sync active subscription")
+@task("Start the validate workflow of every in-sync active subscription", run_predicate=no_unfinished_instance)
 def task_validate_subscriptions() -> StepList:
     return begin >> start_validations
 
@@ -105,6 +106,6 @@ def delete_old_tasks() -> State:
     }
 
 
-@task("Delete completed tasks and idempotency keys past their retention")
+@task("Delete completed tasks and idempotency keys past their retention", run_predicate=no_unfinished_instance)
 def task_clean_up_tasks() -> StepList:
     return begin >> delete_old_tasks

@@ -10,6 +10,7 @@ from subscriptions.domain import SubscriptionModel
 from subscriptions.lifecycle import SubscriptionLifecycle
 from subscriptions.models import Product
 from subscriptions.services import get_subscription
+from subscriptions.snapshot import snapshot
 from workflows.dsl import State, Step, step
 from workflows.errors import SubscriptionOutOfSync, WorkflowNotStartable
 
@@ -38,10 +39,8 @@ def link_subscription(subscription_id: str, process_id: str) -> State:
     return {}
 
 
-@step("Unsync")
-def unsync(subscription_id: str, process_id: str, workflow: str = "") -> State:
-    """Take the subscription for this process: lock its row, refuse if another process already has it, or
-    if it is no longer in a lifecycle status the workflow may run on."""
+def _take(subscription_id: str, process_id: str, workflow: str, *, reconcile: bool) -> State:
+    """Take the subscription for this process and keep a copy of it as it was (the before-image)."""
     with transaction.atomic():
         # Lock first, then check: of two processes racing here, the second waits for the first's
         # step to commit and then sees insync already false (or the status the first left it in).
@@ -56,18 +55,36 @@ def unsync(subscription_id: str, process_id: str, workflow: str = "") -> State:
                 subscription_id=subscription.subscription_id,
             )
         if not subscription.insync:
-            from processes.services import holding_processes
+            from processes.services import holding_processes, holds
 
-            holders = [h for h in holding_processes(subscription) if str(h.process_id) != process_id]
-            held = f" (held by {holders[0].describe()})" if holders else ""
-            raise SubscriptionOutOfSync(
-                f"subscription {subscription.subscription_id} is already out of sync{held}; "
-                f"another process is working on it",
-                subscription_id=subscription.subscription_id,
-            )
+            holders = [h for h in holding_processes(subscription)
+                       if str(h.process_id) != process_id and holds(h)]
+            if holders or not reconcile:
+                held = f" (held by {holders[0].describe()})" if holders else ""
+                raise SubscriptionOutOfSync(
+                    f"subscription {subscription.subscription_id} is already out of sync{held}; "
+                    f"another process is working on it",
+                    subscription_id=subscription.subscription_id,
+                )
+        # Before it changes anything: what the process page shows its changes against. Taken under the
+        # lock, so no other change can fall between this copy and the process's own work.
+        before = snapshot(subscription)
         subscription.insync = False
         subscription.save(update_fields=["insync"])
-    return {}
+    return {"subscription_before": before}
+
+
+@step("Unsync")
+def unsync(subscription_id: str, process_id: str, workflow: str = "") -> State:
+    """Take the subscription for this process: lock its row, refuse if another process already has it, or
+    if it is no longer in a lifecycle status the workflow may run on. Keeps the before-image in the state."""
+    return _take(subscription_id, process_id, workflow, reconcile=False)
+
+
+@step("Unsync for reconcile")
+def unsync_for_reconcile(subscription_id: str, process_id: str, workflow: str = "") -> State:
+    """Unsync, also when the subscription is out of sync with no process holding it (drift to reconcile)."""
+    return _take(subscription_id, process_id, workflow, reconcile=True)
 
 
 def _allowed_statuses(workflow: str) -> tuple[str, ...]:
@@ -78,10 +95,11 @@ def _allowed_statuses(workflow: str) -> tuple[str, ...]:
 
 @step("Resync")
 def resync(subscription_id: str) -> State:
+    """Give the subscription back, in sync, and keep a copy of it as the process leaves it (the after-image)."""
     subscription = get_subscription(subscription_id, for_update=True)
     subscription.insync = True
     subscription.save(update_fields=["insync"])
-    return {}
+    return {"subscription_after": snapshot(subscription)}
 
 
 def _set_status(target: str) -> Step:

@@ -3,4 +3,5 @@
 from __future__ import annotations
 
 from workflows import builtin, scheduled  # noqa: F401
+from workflows.node import ports as port_workflows  # noqa: F401
 from workflows.node import workflows as node_workflows  # noqa: F401

@@ -112,6 +112,16 @@ class HealthSerializer(serializers.Serializer):
     engine = HealthEngineField(help_text="unknown when the database cannot be read.")
 
 
+class LockedRelationSerializer(serializers.Serializer):
+    subscription_id = serializers.UUIDField()
+    description = serializers.CharField()
+    product = serializers.CharField()
+    status = serializers.CharField()
+    insync = serializers.BooleanField()
+    held_by = serializers.UUIDField(required=False, allow_null=True,
+                                    help_text="The process holding it; null when it is out of sync with none.")
+
+
 class SubscriptionWorkflowSerializer(serializers.Serializer):
     name = serializers.CharField()
     target = serializers.ChoiceField(choices=Target.choices)
@@ -121,6 +131,11 @@ class SubscriptionWorkflowSerializer(serializers.Serializer):
         child=serializers.CharField(),
         help_text="Why it may not (empty when allowed): out of sync and which process holds it, lifecycle status.",
     )
+    locked_relations = LockedRelationSerializer(
+        many=True, help_text="Related subscriptions (used by it, or using it) that another process holds or that are "
+                             "out of sync: the workflow may start once they are free.")
+    in_use_by = LockedRelationSerializer(
+        many=True, help_text="For a terminate: the subscriptions that still use this one and must be terminated first.")
 
 
 # --- permissions -------------------------------------------------------------------------------------
@@ -217,7 +232,9 @@ class SubscriptionWorkflowsView(APIView):
                 "target": spec.target,
                 "description": spec.description,
                 "allowed": not reasons,
-                "reasons": reasons,
+                "reasons": [str(reason) for reason in reasons],
+                "locked_relations": [item for reason in reasons for item in reason.locked_relations],
+                "in_use_by": [item for reason in reasons for item in reason.in_use_by],
             }
             for spec, reasons in workflows_for(subscription, user=request.user)
         ]

@@ -67,6 +67,12 @@ class StartProcessSerializer(StrictSerializer):
     input = serializers.DictField(
         required=False, default=dict, help_text="The workflow's initial input form (see the workflow's `form`)."
     )
+    # No default: a request without it is the same request as before the field existed (idempotency keys).
+    subscription_version = serializers.IntegerField(
+        required=False, min_value=0,
+        help_text="The subscription's `version` as the client saw it: if it changed since, the start is refused "
+                  "(409, stale) instead of acting on a subscription the user has not seen.",
+    )
 
 
 class ResumeProcessSerializer(StrictSerializer):
@@ -78,6 +84,13 @@ class ResumeProcessSerializer(StrictSerializer):
 class AbortProcessSerializer(StrictSerializer):
     reason = TextField(required=False, allow_blank=True, default="", max_length=2000,
                                    help_text="Why the process is aborted; kept in its log.")
+
+
+class SkipStepSerializer(StrictSerializer):
+    # Blank passes here and is refused by the service, which owns the rule (as for the admin and commands).
+    reason = TextField(allow_blank=True, max_length=2000,
+                       help_text="Required: why it is safe to go on without the failed step (its work was done "
+                                 "by other means); kept in the process's log with your name.")
 
 
 class EmptySerializer(StrictSerializer):
@@ -174,6 +187,20 @@ class RunSerializer(serializers.Serializer):
         }
 
 
+class FieldChangeSerializer(serializers.Serializer):
+    field = serializers.CharField(help_text="A column (description, status) or a block value (node.node_name).")
+    old = serializers.JSONField(allow_null=True)
+    new = serializers.JSONField(allow_null=True)
+
+
+class SubscriptionDeltaSerializer(serializers.Serializer):
+    subscription_id = serializers.UUIDField()
+    complete = serializers.BooleanField(help_text="True once the process gave the subscription back; false: the "
+                                                  "changes so far, against the subscription as it is now.")
+    as_of = serializers.CharField(help_text="What the new values are: at the end of the process, or now.")
+    changes = FieldChangeSerializer(many=True)
+
+
 class ProcessDetailSerializer(ProcessListItemSerializer):
     steps = ProcessStepSerializer(source="step_rows", many=True, read_only=True)
     pending_steps = serializers.ListField(
@@ -185,10 +212,14 @@ class ProcessDetailSerializer(ProcessListItemSerializer):
     current_state = serializers.DictField(read_only=True)
     run = RunSerializer(source="run_record", read_only=True, allow_null=True,
                         help_text="Its run record while it runs or waits for a worker; null otherwise.")
+    subscription_delta = SubscriptionDeltaSerializer(
+        read_only=True, allow_null=True,
+        help_text="What a modify or terminate changed on its subscription: each field, old and new value; null "
+                  "for processes that take no subscription (creates, validations, tasks).")
 
     class Meta(ProcessListItemSerializer.Meta):
         fields = [*ProcessListItemSerializer.Meta.fields, "next_retry_at", "steps", "pending_steps", "form",
-                  "current_state", "run"]
+                  "current_state", "run", "subscription_delta"]
         read_only_fields = fields
 
 

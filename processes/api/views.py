@@ -1,4 +1,4 @@
-"""The process API: start, list, show, resume, retry, abort and delete processes, through processes.services."""
+"""The process API: start, list, show, resume, retry, skip, abort and delete processes, through processes.services."""
 
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ from processes.api.serializers import (
     ProcessListItemSerializer,
     ProcessRefSerializer,
     ResumeProcessSerializer,
+    SkipStepSerializer,
     StartProcessSerializer,
     StatusCountsSerializer,
 )
 from processes.models import Process, ProcessLease, ProcessStatus, ProcessStep, ProcessSubscription
+from processes.subscription_delta import subscription_delta
 from workflows.registry import get_workflow
 
 
@@ -80,7 +82,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
     lookup_url_kwarg = "id"  # the path reads /api/processes/{id}/, as the API contract says
 
     def get_permissions(self) -> list[permissions.BasePermission]:
-        if self.action in ("create", "resume", "retry", "abort", "destroy"):
+        if self.action in ("create", "resume", "retry", "skip", "abort", "destroy"):
             return [permissions.IsAuthenticated(), CanRunProcesses()]
         return [permissions.IsAuthenticated()]
 
@@ -133,6 +135,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
         process.pending_steps = self._pending_steps(process)  # type: ignore[attr-defined]
         process.form = self._form(process)  # type: ignore[attr-defined]
         process.current_state = engine.current_state(process)  # type: ignore[attr-defined]
+        process.subscription_delta = subscription_delta(process, process.current_state)  # type: ignore[attr-defined]
         process.run_record = ProcessLease.objects.filter(process=process).first()  # type: ignore[attr-defined]
         data = ProcessDetailSerializer(process, context={"show_tracebacks": staff}).data
         return Response(data, headers={"ETag": _etag(process.last_modified_at, process.status, staff),
@@ -192,7 +195,8 @@ class ProcessViewSet(viewsets.GenericViewSet):
 
         def start() -> Process:
             return services.start_process(data["workflow"], subscription_id=data["subscription"],
-                                          user_input=data["input"], by=request.user)
+                                          user_input=data["input"], by=request.user,
+                                          subscription_version=data.get("subscription_version"))
 
         key = request.headers.get(idempotency.HEADER)
         if key is None:
@@ -222,6 +226,22 @@ class ProcessViewSet(viewsets.GenericViewSet):
     def retry(self, request: Request, id: str) -> Response:
         EmptySerializer(data=request.data).is_valid(raise_exception=True)
         process = services.retry_process(id, by=request.user)
+        return Response(ProcessRefSerializer(process).data)
+
+    @extend_schema(
+        summary="Skip the failed step of a process and run on from the next",
+        description="For a failed or waiting process (as in the admin): the failed step is logged as `skipped` with "
+                    "who and why, is not run again, and the process continues with the next step from the state of "
+                    "the last successful step. The reason is required (400 without one). **409** when the "
+                    "process's status allows no skip, or the failed step is its last (retry or abort it instead).",
+        request=SkipStepSerializer,
+        responses={200: ProcessRefSerializer, **ACTION_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def skip(self, request: Request, id: str) -> Response:
+        serializer = SkipStepSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        process = services.skip_step(id, by=request.user, reason=serializer.validated_data["reason"])
         return Response(ProcessRefSerializer(process).data)
 
     @extend_schema(

@@ -193,3 +193,18 @@ def load_domain_model(subscription: Subscription) -> tuple[dict[str, Any] | None
     except DomainModelError as exc:
         logger.warning("subscription %s: domain model cannot be loaded: %s", subscription.subscription_id, exc)
         return None, str(exc)
+
+
+class RelatedSubscriptionSerializer(serializers.Serializer):
+    subscription_id = serializers.UUIDField()
+    description = serializers.CharField()
+    product = serializers.CharField()
+    status = serializers.CharField()
+    insync = serializers.BooleanField()
+    via = serializers.CharField(help_text="The block field or resource value that makes the relation "
+                                          "(PortBlock.node).")
+
+
+class SubscriptionRelationsSerializer(serializers.Serializer):
+    depends_on = RelatedSubscriptionSerializer(many=True, help_text="The subscriptions this one uses.")
+    in_use_by = RelatedSubscriptionSerializer(many=True, help_text="The subscriptions that use this one.")

@@ -13,6 +13,7 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import viewsets
+from rest_framework.decorators import action
 from rest_framework.filters import SearchFilter
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -30,9 +31,12 @@ from subscriptions.api.serializers import (
     ProductDetailSerializer,
     ProductSerializer,
     SubscriptionDetailSerializer,
+    SubscriptionRelationsSerializer,
     SubscriptionSerializer,
 )
 from subscriptions.models import Product, ProductBlock, ProductBlockRelation, Subscription, SubscriptionLifecycleEvent
+from subscriptions.relations import depends_on, in_use_by
+from subscriptions.services import get_subscription
 
 # The models of the other side of reverse relations, found through them rather than imported: the
 # subscriptions app must not import workflows or processes (DESIGN.md, "Apps and what each owns").
@@ -163,6 +167,23 @@ class SubscriptionViewSet(_NamedNotFoundMixin, viewsets.ReadOnlyModelViewSet):
         if tag is not None:
             response["ETag"] = tag
         return response
+
+    @extend_schema(
+        summary="The subscriptions it uses and those that use it",
+        description="Through block relations (a port's node) and through values naming another subscription. "
+        "Five queries, whatever the size of the graph.",
+        parameters=[OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+        responses={200: SubscriptionRelationsSerializer, **DETAIL_ERRORS},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
+    def relations(self, request: Request, id: str) -> Response:
+        subscription = get_subscription(id)  # NotFound (404), also for a malformed id
+        key = subscription.pk
+        data = {
+            "depends_on": [{**r.other.as_dict(), "via": r.via} for r in depends_on([key])[key]],
+            "in_use_by": [{**r.other.as_dict(), "via": r.via} for r in in_use_by([key])[key]],
+        }
+        return Response(SubscriptionRelationsSerializer(data).data)
 
 
 def subscription_etag(subscription_id: Any) -> str | None:

@@ -154,3 +154,33 @@ def test_staff_resumes_a_suspended_process_through_its_form(page, shot, live_ser
     given = InputState.objects.get(process=process, input_type="user_input")
     assert (given.input, given.step_name) == ({"colour": "green"}, "Choose a colour")
     assert ProcessStep.objects.get(process=process, name="Needs a key").state["seen"] == "green"
+
+
+def test_staff_read_a_stuck_subscriptions_page_and_set_it_in_sync(page, shot, live_server, staff):
+    from processes.services import abort_process
+    from subscriptions.models import Subscription
+    from tests.processes.conftest import new_active_node
+    from workflows.node.demo import load_demo_products
+
+    load_demo_products()
+    node = new_active_node("rtr-e2e")
+    holder = start_process("modify_node", subscription_id=node.pk, by="alice")
+    abort_process(holder.process_id, by="alice", reason="wrong node")
+    log_in(page, shot, live_server, staff)
+    change_url = f"{live_server.url}/admin/subscriptions/subscription/{node.pk}/change/"
+
+    open_page(page, change_url)
+    shot("stuck subscription")
+    banner = page.locator("#out-of-sync-banner").inner_text()
+    assert "Out of sync" in banner and "No process holds it" in banner
+    assert "rtr-e2e" in page.locator(".field-product_blocks").inner_text()
+    assert page.locator("input[name=_save]").count() == 0  # the page is read-only
+
+    page.click("#out-of-sync-banner >> text=set it in sync")
+    page.wait_for_url(re.compile(rf"/admin/subscriptions/subscription/{node.pk}/set-in-sync/$"))
+    page.fill("textarea[name=reason]", "checked the router by hand")
+    page.click("#confirm")
+    page.wait_for_url(change_url)
+    shot("subscription set in sync")
+    assert page.locator("#out-of-sync-banner").count() == 0
+    assert Subscription.objects.get(pk=node.pk).insync is True

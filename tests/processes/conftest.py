@@ -13,9 +13,9 @@ from workflows.node.products import NodeProduct, PortProduct
 
 @pytest.fixture(autouse=True)
 def reset_flow_control():
-    flows.CONTROL.update(fail_times=0, retry_fail_times=0, kill_times=0)
+    flows.CONTROL.update(fail_times=0, retry_fail_times=0, kill_times=0, moon_full=0)
     yield
-    flows.CONTROL.update(fail_times=0, retry_fail_times=0, kill_times=0)
+    flows.CONTROL.update(fail_times=0, retry_fail_times=0, kill_times=0, moon_full=0)
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ from rest_framework import serializers
 from subscriptions.models import ResourceType
 from workflows.dsl import State, StepList, begin, conditional, inputstep, retrystep, step
 from workflows.node.products import NodeProduct
-from workflows.registry import modify_workflow, workflow
+from workflows.predicates import no_unfinished_instance
+from workflows.registry import modify_workflow, task, terminate_workflow, workflow
 
 # What the failing steps do, set by the tests: how many more times to fail.
-CONTROL: dict[str, int] = {"fail_times": 0, "retry_fail_times": 0, "kill_times": 0}
+CONTROL: dict[str, int] = {"fail_times": 0, "retry_fail_times": 0, "kill_times": 0, "moon_full": 0}
 
 
 def effect(name: str) -> None:
@@ -308,3 +309,62 @@ def start_many(count: int = 300) -> State:
 @workflow("Engine test: a step that starts many processes in its transaction")
 def t_many_starts() -> StepList:
     return begin >> start_many
+
+
+# --- relations between subscriptions, before/after, predicates (issue: subscriptions that depend on each other)
+class ConfirmForm(serializers.Serializer):
+    confirm = serializers.BooleanField()
+
+
+@inputstep("Confirm", form=ConfirmForm)
+def confirm() -> State:
+    return {"confirm": True}
+
+
+@modify_workflow("Engine test: holds a port until confirmed", product_types=["Port"])
+def t_hold_port() -> StepList:
+    return begin >> confirm
+
+
+@modify_workflow("Engine test: holds a node until confirmed", product_types=["Node"])
+def t_hold_node() -> StepList:
+    return begin >> confirm
+
+
+@terminate_workflow("Engine test: terminates a node once confirmed", product_types=["Node"])
+def t_terminate_node_confirm() -> StepList:
+    return begin >> confirm
+
+
+@step("Rename the node and describe it")
+def rename_and_describe(subscription: NodeProduct, new_name: str = "renamed") -> State:
+    subscription.node.node_name = new_name
+    subscription.description = f"Node {new_name}"
+    return {"subscription": subscription}
+
+
+@step("Fail after renaming")
+def fail_after_renaming() -> State:
+    if CONTROL["fail_times"] > 0:
+        CONTROL["fail_times"] -= 1
+        raise RuntimeError("the router refused the new name")
+    return {}
+
+
+@modify_workflow("Engine test: renames a node, then may fail", product_types=["Node"])
+def t_rename_then_fail() -> StepList:
+    return begin >> rename_and_describe >> fail_after_renaming
+
+
+def the_moon_is_full(context) -> str | None:
+    return None if CONTROL.get("moon_full") else "the moon is not full; this task runs only at full moon"
+
+
+@task("Engine test: starts only when its predicate agrees", run_predicate=the_moon_is_full)
+def t_moon_task() -> StepList:
+    return begin >> note_thread
+
+
+@task("Engine test: one at a time, waits for input", run_predicate=no_unfinished_instance)
+def t_single_task() -> StepList:
+    return begin >> confirm

@@ -367,3 +367,19 @@ def test_unknown_subscription_is_404(staff_client, catalogue) -> None:
     missing = uuid.uuid4()
     assert staff_client.get(f"/admin/subscriptions/subscription/{missing}/set-in-sync/").status_code == 404
     assert staff_client.get(f"/admin/subscriptions/subscription/{missing}/start/modify_note/").status_code == 404
+
+
+def test_a_start_from_a_page_made_stale_by_another_change_is_refused(staff_client, active_node) -> None:
+    page = staff_client.get(start_url(active_node, "modify_note")).content.decode()
+    seen = Subscription.objects.get(pk=active_node.pk).version
+    assert f'name="subscription_version" value="{seen}"' in page
+    # Someone else changes the subscription while the form is open.
+    start_process("modify_note", subscription_id=active_node.pk, user_input={"note": "from elsewhere"})
+
+    response = staff_client.post(start_url(active_node, "modify_note"),
+                                 {"note": "mine", "subscription_version": str(seen)})
+
+    assert response.status_code == 302 and response["Location"] == change_url(active_node)
+    assert any(f"stale: you saw version {seen}" in m for m in page_messages(staff_client.get(change_url(active_node))))
+    assert Subscription.objects.get(pk=active_node.pk).note == "from elsewhere"
+    assert Process.objects.filter(workflow__name="modify_note").count() == 1

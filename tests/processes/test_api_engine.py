@@ -215,6 +215,7 @@ def test_the_workflows_of_an_active_subscription_are_allowed(active_node, plain_
     assert "create_node" not in items and "task_check_products" not in items
     assert items["modify_node"] == {
         "name": "modify_node", "target": "modify", "description": "Modify node", "allowed": True, "reasons": [],
+        "locked_relations": [], "in_use_by": [],
     }
 
 

@@ -212,7 +212,7 @@ def test_a_failed_step_is_shown_then_retried_to_completion(products):
     process = Process.objects.get(pk=pid)
     assert process.status == "failed"
     assert steps_of(pid) == [
-        ("Start", "success"), ("Link subscription to process", "success"), ("Unsync", "success"),
+        ("Start", "success"), ("Link subscription to process", "success"),
         ("Check loopback against IPAM", "failed"),
     ]
 
@@ -222,19 +222,19 @@ def test_a_failed_step_is_shown_then_retried_to_completion(products):
     assert "status     failed" in shown
     assert f"subscription {sub_id}" in shown
     rows = {line.split()[1]: line for line in shown.splitlines() if re.match(r"\s+\d+\s+\S", line)}
-    assert set(rows) == {"Start", "Link", "Unsync", "Check"}
+    assert set(rows) == {"Start", "Link", "Check"}
     assert "success" in rows["Start"] and "erin" in rows["Start"]
     assert re.search(r"failed\s+\S+ \S+\s+\d+\.\d{3}s\s+erin\s+1$", rows["Check"]), rows["Check"]
     assert "error: ValueError: node rt-fail-1: the subscription says loopback 192.0.2.66, IPAM says" in shown
-    assert "to run: Check loopback against IPAM → Resync → Done" in shown
+    assert "to run: Check loopback against IPAM → Done" in shown
     assert "Traceback" not in shown
     assert "Traceback (most recent call last)" in run("show_process", pid, tracebacks=True)
     assert '"subscription_id"' in run("show_process", pid, state=True)
 
-    # the failed process holds the subscription: nothing else may start on it
-    message = refused("start_workflow", "modify_node", subscription=sub_id)
-    assert f"process {pid}" in message
-    assert "out of sync" in message
+    # a validation never takes the subscription, failed or not; but one is open: no second one starts
+    assert Subscription.objects.get(pk=sub_id).insync
+    message = refused("start_workflow", "validate_node", subscription=sub_id)
+    assert f"validate_node is already running on subscription {sub_id}: process {pid} is failed" in message
 
     # fix the cause, then retry: it runs again from the failed step and completes
     model = NodeProduct.load(sub_id)
@@ -242,9 +242,9 @@ def test_a_failed_step_is_shown_then_retried_to_completion(products):
     model.save()
     output = run("retry_process", pid, user="frank")
     assert f"retried process {pid} (validate_node): completed" in output
-    assert steps_of(pid)[3:] == [
+    assert steps_of(pid)[2:] == [
         ("Check loopback against IPAM", "failed"), ("Check loopback against IPAM", "success"),
-        ("Resync", "success"), ("Done", "complete"),
+        ("Done", "complete"),
     ]
     assert ProcessStep.objects.filter(process_id=pid, name="Check loopback against IPAM").latest("id").attempt == 2
     assert Subscription.objects.get(pk=sub_id).insync

@@ -669,6 +669,7 @@ def test_schema_of_these_views_is_valid_and_warning_free():
     assert errors == {}
     assert set(schema["paths"]) == {
         "/api/products/", "/api/products/{id}/", "/api/subscriptions/", "/api/subscriptions/{id}/",
+        "/api/subscriptions/{id}/relations/",
     }
     for url in ("/api/products/{id}/", "/api/subscriptions/{id}/"):
         assert set(schema["paths"][url]) == {"get"}

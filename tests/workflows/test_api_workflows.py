@@ -104,7 +104,10 @@ def test_filters_by_target_product_and_task(api):
     serving_nodes = names(api.get("/api/workflows/", {"product": str(node.pk), "limit": 500}))
     assert serving_nodes == sorted(name for name, spec in specs.items() if "Node" in spec.product_types)
     assert {"create_node", "modify_node", "terminate_node", "validate_node"} <= set(serving_nodes)
-    assert names(api.get("/api/workflows/", {"product": str(port.pk)})) == []
+    serving_ports = names(api.get("/api/workflows/", {"product": str(port.pk), "limit": 500}))
+    assert serving_ports == sorted(name for name, spec in specs.items() if "Port" in spec.product_types)
+    assert {"create_port", "modify_port", "terminate_port"} <= set(serving_ports)
+    assert "modify_node" not in serving_ports
     tasks = names(api.get("/api/workflows/", {"is_task": "true", "limit": 500}))
     assert tasks == sorted(name for name, spec in specs.items() if spec.is_task) and tasks
     not_tasks = names(api.get("/api/workflows/", {"is_task": "false", "limit": 500}))

@@ -23,6 +23,7 @@ from workflows.registry import (
     all_workflows,
     create_workflow,
     modify_workflow,
+    reconcile_workflow,
     task,
     terminate_workflow,
     unregister,
@@ -313,15 +314,38 @@ def test_terminate_workflow_adds_the_standard_steps_in_order(declared):
     assert terminate.needs_subscription
 
 
-def test_validate_workflow_adds_the_standard_steps_in_order(declared):
+def test_validate_workflow_reads_without_taking_the_subscription(declared):
     declared.append(f"{PREFIX}validate")
 
     @validate_workflow("DSL test: validate", name=f"{PREFIX}validate")
     def validate() -> StepList:
         return begin >> gamma
 
-    assert validate.steps.names == ["Start", "Link subscription to process", "Unsync", "Gamma", "Resync", "Done"]
+    # No unsync and no resync: a validation never takes the subscription, so it may run while it is held.
+    assert validate.steps.names == ["Start", "Link subscription to process", "Gamma", "Done"]
     assert validate.target == "validate"
+    assert validate.usable_while_out_of_sync
+
+
+def test_reconcile_workflow_adds_its_standard_steps_in_order(declared):
+    declared.append(f"{PREFIX}reconcile")
+
+    @reconcile_workflow("DSL test: reconcile", name=f"{PREFIX}reconcile")
+    def reconcile() -> StepList:
+        return begin >> gamma
+
+    assert reconcile.steps.names == [
+        "Start", "Link subscription to process", "Unsync for reconcile", "Gamma", "Resync", "Done",
+    ]
+    assert reconcile.target == "modify"
+    assert reconcile.reconciles and not reconcile.usable_while_out_of_sync
+
+
+def test_run_predicate_must_be_callable(declared):
+    with pytest.raises(TypeError, match="run_predicate must be callables"):
+        @task("DSL test: bad predicate", name=f"{PREFIX}bad_predicate", run_predicate=["not callable"])
+        def bad() -> StepList:
+            return begin >> gamma
 
 
 def test_task_adds_only_start_and_done(declared):

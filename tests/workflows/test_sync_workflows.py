@@ -13,7 +13,8 @@ from workflows.models import Workflow
 from workflows.node.demo import load_demo_products
 from workflows.registry import all_workflows, modify_workflow, task, unregister
 
-BUILTIN = {"create_node", "modify_node", "terminate_node", "validate_node", "modify_note", "task_check_products"}
+BUILTIN = {"create_node", "modify_node", "terminate_node", "validate_node", "modify_note",
+           "modify_subscription_details", "task_check_products"}
 NAME = "t_sync_port_check"
 
 pytestmark = pytest.mark.django_db

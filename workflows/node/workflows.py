@@ -8,6 +8,7 @@ from workflows.dsl import State, StepList, begin, inputstep, step
 from workflows.node import ipam
 from workflows.node.forms import CreateNodeForm, ModifyNodeForm
 from workflows.node.products import NodeProduct
+from workflows.predicates import no_unfinished_instance
 from workflows.registry import create_workflow, modify_workflow, terminate_workflow, validate_workflow
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,6 @@ def check_loopback(subscription: NodeProduct) -> State:
     return {"loopback_ok": True}
 
 
-@validate_workflow("Validate node", product_types=["Node"])
+@validate_workflow("Validate node", product_types=["Node"], run_predicate=no_unfinished_instance)
 def validate_node() -> StepList:
     return begin >> check_loopback
