@@ -7,7 +7,13 @@ import logging
 from django.db.models import F, QuerySet
 
 from processes.models import Process, ProcessSubscription
-from subscriptions.search import ContainsIgnoringCase, id_filter, search_words, subscriptions_with_word
+from subscriptions.search import (
+    MAX_SEARCH_WORDS,
+    ContainsIgnoringCase,
+    id_filter,
+    search_words,
+    subscriptions_with_word,
+)
 from workflows.models import Workflow
 
 logger = logging.getLogger(__name__)
@@ -24,7 +30,7 @@ def search_processes(queryset: QuerySet[Process], term: str) -> QuerySet[Process
     """
     by_process_id = id_filter(term, "process_id")
     by_subscription_id = id_filter(term, "subscription_id")
-    for word in search_words(term):
+    for word in search_words(term)[:MAX_SEARCH_WORDS]:
         workflows = Workflow.objects.order_by().filter(ContainsIgnoringCase(F("name"), word))
         parts = [
             Process.objects.order_by().filter(workflow__in=workflows.values("pk")).values("pk"),

@@ -59,6 +59,11 @@ class ContainsIgnoringCase(Lookup):
         return f"{lhs} LIKE {rhs} ESCAPE '\\'", params
 
 
+# Each word is one more subquery: a search of hundreds of words would be one enormous query. The API
+# refuses more (400); the admin's box searches the first ones.
+MAX_SEARCH_WORDS = 10
+
+
 def search_words(term: str) -> list[str]:
     """The words of a search term, each once: split at whitespace, "a quoted phrase" being one word.
 
@@ -138,6 +143,6 @@ def search_subscriptions(queryset: QuerySet[Subscription], term: str) -> QuerySe
     words = search_words(term)
     # An id is a single word; so when the term is one, it is the only word (and may match as text too).
     id_term = term if subscription_id_filter(term) is not None else None
-    for word in words:
+    for word in words[:MAX_SEARCH_WORDS]:
         queryset = queryset.filter(pk__in=subscriptions_with_word(word, id_term=id_term))
     return queryset

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from subscriptions.models import Product, ProductLifecycle, Subscription, SubscriptionLifecycle
-from subscriptions.search import search_subscriptions
+from subscriptions.search import MAX_SEARCH_WORDS, search_subscriptions, search_words
 
 
 class ProductFilter(django_filters.FilterSet):
@@ -57,6 +57,8 @@ class TermSearchFilter(SearchFilter):
             )
         except ValidationError as exc:
             raise ValidationError({self.search_param: exc.detail}) from None
+        if len(search_words(term)) > MAX_SEARCH_WORDS:
+            raise ValidationError({self.search_param: [f"At most {MAX_SEARCH_WORDS} words can be searched for."]})
         # `queryset` already carries the other filters, so the search (an id search too) stays within them.
         return self.search(queryset, term)
 

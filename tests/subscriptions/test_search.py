@@ -268,3 +268,20 @@ def explain_reading_no_table_whole(queryset: Any) -> str:
         for setting in ("enable_seqscan", "enable_indexscan", "enable_indexonlyscan"):
             cursor.execute(f"SET LOCAL {setting} = off")
     return queryset.explain()
+
+
+def test_a_search_of_too_many_words_is_a_400_naming_the_limit(db):
+    from rest_framework.test import APIClient
+
+    from subscriptions.search import MAX_SEARCH_WORDS
+    from tests.factories import UserFactory
+
+    client = APIClient()
+    client.force_authenticate(UserFactory())
+    words = " ".join(f"w{i}" for i in range(MAX_SEARCH_WORDS + 1))
+
+    for url in ("/api/subscriptions/", "/api/processes/"):
+        response = client.get(url, {"search": words})
+        assert response.status_code == 400, url
+        assert response.json()["errors"] == {"search": [f"At most {MAX_SEARCH_WORDS} words can be searched for."]}
+    assert client.get("/api/subscriptions/", {"search": " ".join(words.split()[:-1])}).status_code == 200
