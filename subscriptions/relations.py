@@ -84,21 +84,25 @@ def _add(out: dict[uuid.UUID, list[Relation]], key: uuid.UUID, relation: Relatio
         listed.append(relation)
 
 
+def _block_relations(ids: list[uuid.UUID], *, side: str, other: str) -> Iterable[tuple]:
+    """Instance relations between subscriptions whose `side` end belongs to one of `ids`: (that id, the
+    using block's name, its field, and the subscription at the `other` end), in one query."""
+    return (
+        SubscriptionInstanceRelation.objects.filter(**{f"{side}__subscription_id__in": ids})
+        .exclude(in_use_by__subscription_id=F("depends_on__subscription_id"))
+        .order_by(f"{other}__subscription_id", "domain_model_attr", "order_id")
+        .values_list(f"{side}__subscription_id", "in_use_by__product_block__name", "domain_model_attr",
+                     *(f"{other}__subscription__{f}" for f in _FIELDS))
+    )
+
+
 def in_use_by(subscription_ids: Iterable[uuid.UUID | str]) -> dict[uuid.UUID, list[Relation]]:
     """For each subscription, the other subscriptions that use it (two queries, whatever their number)."""
     ids = _ids(subscription_ids)
     out: dict[uuid.UUID, list[Relation]] = {i: [] for i in ids}
     if not ids:
         return out
-    user = "in_use_by__subscription__"
-    rows = (
-        SubscriptionInstanceRelation.objects.filter(depends_on__subscription_id__in=ids)
-        .exclude(in_use_by__subscription_id=F("depends_on__subscription_id"))
-        .order_by("in_use_by__subscription_id", "domain_model_attr", "order_id")
-        .values_list("depends_on__subscription_id", "in_use_by__product_block__name", "domain_model_attr",
-                     *(user + f for f in _FIELDS))
-    )
-    for used, block, attr, *other in rows:
+    for used, block, attr, *other in _block_relations(ids, side="depends_on", other="in_use_by"):
         _add(out, used, Relation(other[0], used, block, f"{block}.{attr}", _neighbour(other)))
     holder = "subscription_instance__subscription__"
     values = (
@@ -122,15 +126,7 @@ def depends_on(subscription_ids: Iterable[uuid.UUID | str]) -> dict[uuid.UUID, l
     out: dict[uuid.UUID, list[Relation]] = {i: [] for i in ids}
     if not ids:
         return out
-    used = "depends_on__subscription__"
-    rows = (
-        SubscriptionInstanceRelation.objects.filter(in_use_by__subscription_id__in=ids)
-        .exclude(in_use_by__subscription_id=F("depends_on__subscription_id"))
-        .order_by("depends_on__subscription_id", "domain_model_attr", "order_id")
-        .values_list("in_use_by__subscription_id", "in_use_by__product_block__name", "domain_model_attr",
-                     *(used + f for f in _FIELDS))
-    )
-    for user, block, attr, *other in rows:
+    for user, block, attr, *other in _block_relations(ids, side="in_use_by", other="depends_on"):
         _add(out, user, Relation(user, other[0], block, f"{block}.{attr}", _neighbour(other)))
     # Values naming other subscriptions: read the ids, then the subscriptions they name. Text to id in
     # Python, not a cast in SQL: a malformed value must not fail the query (nor, on SQLite, could it join).
