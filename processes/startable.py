@@ -222,7 +222,16 @@ def predicate_refusals(spec: WorkflowSpec, subscription: Subscription | None) ->
     reasons = []
     context = StartContext(spec, subscription)
     for predicate in spec.run_predicates:
-        verdict = predicate(context)
+        try:
+            verdict = predicate(context)
+        except DatabaseError:
+            raise  # the transaction is broken: no further check could run, and the caller must know
+        except Exception as exc:
+            # A predicate with a bug refuses the start, saying so, rather than answering a bare 500.
+            logger.exception("start predicate %s of %s raised", getattr(predicate, "__name__", predicate), spec.name)
+            reasons.append(Refusal(412, f"the start condition {getattr(predicate, '__name__', predicate)} of "
+                                        f"{spec.name} could not be checked: {type(exc).__name__}: {exc}"))
+            continue
         if verdict is None or verdict is True:
             continue
         message = verdict if isinstance(verdict, str) and verdict else (

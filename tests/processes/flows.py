@@ -368,3 +368,12 @@ def t_moon_task() -> StepList:
 @task("Engine test: one at a time, waits for input", run_predicate=no_unfinished_instance)
 def t_single_task() -> StepList:
     return begin >> confirm
+
+
+def broken_predicate(context) -> str | None:
+    raise KeyError("moon_phase")
+
+
+@task("Engine test: its predicate has a bug", run_predicate=broken_predicate)
+def t_broken_predicate_task() -> StepList:
+    return begin >> note_thread

@@ -304,6 +304,17 @@ def test_a_false_predicate_answers_412_with_its_message_and_creates_no_process(a
     assert api.post("/api/processes/", {"workflow": "t_moon_task"}, format="json").status_code == 201
 
 
+def test_a_predicate_that_raises_refuses_the_start_saying_so(api):
+    before = Process.objects.count()
+
+    response = api.post("/api/processes/", {"workflow": "t_broken_predicate_task"}, format="json")
+
+    assert response.status_code == 412
+    assert response.json()["detail"] == ("cannot start t_broken_predicate_task: the start condition broken_predicate "
+                                         "of t_broken_predicate_task could not be checked: KeyError: 'moon_phase'")
+    assert Process.objects.count() == before
+
+
 def test_a_second_instance_is_refused_while_one_is_unfinished():
     first = start_process("t_single_task")
     assert first.status == "suspended"
