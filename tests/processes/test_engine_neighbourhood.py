@@ -9,10 +9,12 @@ from django.contrib.auth.models import Permission
 from django.db import close_old_connections
 from rest_framework.test import APIClient
 
+from orchestrator_site.errors import InvalidInput
 from processes.models import Process, ScheduledRun
 from processes.services import abort_process, resume_process, retry_process, start_process
 from subscriptions.errors import RelationConflict, StaleSubscription
 from subscriptions.models import Product, Subscription
+from subscriptions.relations import in_use_by
 from tests.factories import UserFactory
 from tests.processes import flows
 from tests.processes.conftest import new_active_node
@@ -435,3 +437,21 @@ def test_a_failed_validation_does_not_keep_staff_from_setting_the_subscription_i
     set_in_sync(active_node.pk, by="staff", reason="checked by hand")
 
     assert Subscription.objects.get(pk=active_node.pk).insync is True
+
+
+def test_a_port_is_created_on_an_active_node_and_not_on_one_a_process_holds(active_node):
+    port_product = Product.objects.get(name="Port 10G")
+    form = {"product": str(port_product.pk), "customer_id": "customer-1", "node": str(active_node.pk),
+            "port_name": "xe-0/0/5", "port_mode": "tagged"}
+
+    created = start_process("create_port", user_input=form)
+
+    assert created.status == "completed"
+    port = Subscription.objects.get(process_links__process=created)
+    assert port.status == "active" and port.description == "Port rtr-1 xe-0/0/5"
+    assert [r.other.subscription_id for r in in_use_by([active_node.pk])[active_node.pk]] == [port.pk]
+    start_process("t_hold_node", subscription_id=active_node.pk)
+    before = Process.objects.count()
+    with pytest.raises(InvalidInput, match=r"is out of sync \(a process is working on it\)"):
+        start_process("create_port", user_input={**form, "port_name": "xe-0/0/6"})
+    assert Process.objects.count() == before

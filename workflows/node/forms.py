@@ -40,6 +40,11 @@ class CreatePortForm(serializers.Serializer):
             raise serializers.ValidationError(f"subscription {value} is a {node.product.name}, not a node")
         if node.status != SubscriptionLifecycle.ACTIVE:
             raise serializers.ValidationError(f"node {value} is {node.status}; a port needs an active node")
+        if not node.insync:
+            # A process is changing the node (renaming it, say): a port made now would describe it as it was.
+            raise serializers.ValidationError(
+                f"node {value} is out of sync (a process is working on it); create the port once it is done"
+            )
         return value
 
 
