@@ -72,8 +72,12 @@ DEFAULTS: dict[str, Any] = {
         "task_clean_up_tasks": "daily 03:00",
     },
     # task_clean_up_tasks deletes completed tasks' processes (with their logs) this many days after they
-    # finished. Workflows' processes are never deleted: they are the audit record of their subscriptions.
+    # finished; completed validations too, except each subscription's newest (its last result). Other
+    # workflows' processes are never deleted: they are the audit record of their subscriptions.
     "TASK_RETENTION_DAYS": 30,
+    # ... in batches of this many processes per delete statement (one statement for all would fail past
+    # PostgreSQL's 65,535 parameters).
+    "CLEANUP_BATCH_SIZE": 1000,
     # ... and idempotency keys this many hours after their request (never fewer than 24: a client may
     # repeat a start with the same key for a day).
     "IDEMPOTENCY_KEY_RETENTION_HOURS": 24,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
@@ -68,10 +68,11 @@ def task_validate_subscriptions() -> StepList:
 
 @step("Delete old completed tasks and idempotency keys")
 def delete_old_tasks() -> State:
-    """Completed tasks' processes (with their logs) older than TASK_RETENTION_DAYS, idempotency keys older
+    """Completed tasks' processes (with their logs) older than TASK_RETENTION_DAYS (completed validations
+    too, but each subscription's newest), in batches of CLEANUP_BATCH_SIZE; idempotency keys older
     than IDEMPOTENCY_KEY_RETENTION_HOURS (at least IDEMPOTENCY_KEY_KEEP), and old ScheduledRun rows.
 
-    Workflows' processes are kept: they are the audit record of their subscriptions' changes.
+    Other workflows' processes are kept: they are the audit record of their subscriptions' changes.
     """
     # Imported here, not at module level: processes imports workflows, and must be loaded first.
     from processes.idempotency import IDEMPOTENCY_KEY_KEEP
@@ -86,24 +87,52 @@ def delete_old_tasks() -> State:
     # A task started with an idempotency key younger than its retention is kept with it (the key would go
     # with the process), so a client repeating that start still gets the same process.
     recent_key = IdempotencyKey.objects.filter(process=OuterRef("pk"), created_at__gte=key_cutoff)
-    _, deleted = Process.objects.filter(
+    tasks_deleted = _delete_in_batches(Process.objects.filter(
         is_task=True, status=ProcessStatus.COMPLETED, last_modified_at__lt=task_cutoff
-    ).exclude(Exists(recent_key)).delete()
-    tasks_deleted = deleted.get(Process._meta.label, 0)
+    ).exclude(Exists(recent_key)))
+    # Validations change nothing: their completed processes go like tasks', except each subscription's
+    # newest validation, which is its last result (shown on its page).
+    newer = Process.objects.filter(
+        workflow__target=Target.VALIDATE,
+        process_subscriptions__subscription=OuterRef("process_subscriptions__subscription"),
+        started_at__gt=OuterRef("started_at"),
+    )
+    validations_deleted = _delete_in_batches(Process.objects.filter(
+        workflow__target=Target.VALIDATE, status=ProcessStatus.COMPLETED, last_modified_at__lt=task_cutoff,
+    ).filter(Exists(newer)).exclude(Exists(recent_key)))
     # Keys of the deleted tasks went with them (cascade); these are the old keys of everything else.
     keys_deleted, _ = IdempotencyKey.objects.filter(created_at__lt=key_cutoff).delete()
     # A schedule's period is at most a day: rows two days old can no longer stop a run twice.
     runs_cutoff = now - max(timedelta(days=task_days), timedelta(days=2))
     runs_deleted, _ = ScheduledRun.objects.filter(period_start__lt=runs_cutoff).delete()
-    logger.info("clean-up: deleted %d completed task(s), %d idempotency key(s), %d scheduled run row(s)",
-                tasks_deleted, keys_deleted, runs_deleted)
+    logger.info("clean-up: deleted %d completed task(s), %d old validation(s), %d idempotency key(s), "
+                "%d scheduled run row(s)", tasks_deleted, validations_deleted, keys_deleted, runs_deleted)
     return {
         "tasks_deleted": tasks_deleted,
+        "validations_deleted": validations_deleted,
         "idempotency_keys_deleted": keys_deleted,
         "scheduled_runs_deleted": runs_deleted,
         "tasks_completed_before": task_cutoff.isoformat(),
         "idempotency_keys_created_before": key_cutoff.isoformat(),
     }
+
+
+def _delete_in_batches(processes: QuerySet) -> int:
+    """Delete the processes (with their logs) CLEANUP_BATCH_SIZE at a time; how many were deleted.
+
+    One delete of them all would name every id in one statement, and PostgreSQL takes at most 65,535
+    parameters: past that, the clean-up would fail outright, every time, and never catch up.
+    """
+    from processes.models import Process
+
+    size = max(int(orchestrator_setting("CLEANUP_BATCH_SIZE")), 1)
+    total = 0
+    while True:
+        batch = list(processes.order_by("pk").values_list("pk", flat=True)[:size])
+        if not batch:
+            return total
+        _, deleted = Process.objects.filter(pk__in=batch).delete()
+        total += deleted.get(Process._meta.label, 0)
 
 
 @task("Delete completed tasks and idempotency keys past their retention", run_predicate=no_unfinished_instance)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -339,3 +340,51 @@ def test_the_embedded_thread_survives_a_failing_tick(monkeypatch):
     finally:
         scheduler_thread.stop()
     assert not any(t.name == scheduler_thread.THREAD_NAME for t in threading.enumerate())
+
+
+@db_tx
+def test_clean_up_deletes_in_bounded_batches(catalogue, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.ORCHESTRATOR = {"TASK_RETENTION_DAYS": 30, "CLEANUP_BATCH_SIZE": 3}
+    old = [start_process("task_check_products") for _ in range(10)]
+    for process in old:
+        make_old(process, days=40)
+
+    with CaptureQueriesContext(connection) as queries:
+        cleanup = start_process("task_clean_up_tasks")
+
+    assert cleanup.status == "completed" and current_state(cleanup)["tasks_deleted"] == 10
+    assert not Process.objects.filter(pk__in=[p.pk for p in old]).exists()
+    deletes = [q["sql"] for q in queries.captured_queries
+               if q["sql"].startswith(f'DELETE FROM "{Process._meta.db_table}"')]
+    # Ten processes, three at a time: four statements, none naming more than three ids.
+    assert len(deletes) == 4
+    uuid_text = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
+    assert [len(uuid_text.findall(sql)) for sql in deletes] == [3, 3, 3, 1]
+
+
+@db_tx
+def test_clean_up_keeps_each_subscriptions_newest_validation_and_every_failed_one(active_node, settings):
+    from workflows.node import ipam
+
+    settings.ORCHESTRATOR = {"TASK_RETENTION_DAYS": 30}
+    model = NodeProduct.load(active_node.pk)
+    model.node.ipv4_loopback = ipam.lookup_loopback("rtr-1")
+    model.save()
+    oldest, older = (start_process("validate_node", subscription_id=active_node.pk) for _ in range(2))
+    newest = start_process("validate_node", subscription_id=active_node.pk)
+    for days, process in ((50, oldest), (45, older), (40, newest)):
+        make_old(process, days=days)
+    assert {oldest.status, older.status, newest.status} == {"completed"}
+    other = node_subscription("rtr-2")
+    other_failed = start_process("validate_node", subscription_id=other.pk)  # no loopback: fails
+    assert other_failed.status == "failed"
+    make_old(other_failed, days=60)
+
+    cleanup = start_process("task_clean_up_tasks")
+
+    assert current_state(cleanup)["validations_deleted"] == 2
+    assert set(Process.objects.filter(workflow__name="validate_node").values_list("pk", flat=True)) == {
+        newest.pk, other_failed.pk}
