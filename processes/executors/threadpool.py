@@ -7,7 +7,7 @@ import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from orchestrator_site.conf import orchestrator_setting
 from processes.engine import run_process
@@ -39,18 +39,36 @@ def shutdown(wait: bool = True) -> None:
         pool.shutdown(wait=wait)
 
 
+def _healthy_connection() -> None:
+    """Keep this thread's connection from its last job if it still works; drop a broken or obsolete one."""
+    if connection.connection is None:
+        return
+    if connection.in_atomic_block or connection.needs_rollback or not connection.is_usable():
+        connection.close()  # the next query opens a fresh one
+
+
 def _run(process_id: uuid.UUID | str) -> None:
-    # Each pool thread has its own database connection: start from a healthy one, and close it after the
-    # job so idle threads hold no connections open (nor a broken one for the next job).
-    close_old_connections()
+    # Each pool thread has its own database connection. It is kept from one job to the next while more
+    # work waits (opening a connection costs more than a short process's steps), checked before use, and
+    # closed once the queue is empty, so idle threads hold no connections open.
+    _healthy_connection()
     try:
         run_process(process_id)
     except Exception:
         # A future nobody waits on would swallow the exception: log it. (Step failures never get here:
         # the engine records them; this is the database or a bug.)
         logger.exception("process %s: the thread pool's run failed", process_id)
+        connection.close()  # after a database error or a bug, start the next job on a fresh connection
     finally:
-        connection.close()
+        if _queue_empty():
+            connection.close()
+
+
+def _queue_empty() -> bool:
+    pool = _pool
+    # The pool's own queue of jobs not yet taken by a thread (CPython's ThreadPoolExecutor keeps it there).
+    queue = getattr(pool, "_work_queue", None)
+    return pool is None or queue is None or queue.qsize() == 0
 
 
 class ThreadpoolExecutor:

@@ -91,6 +91,47 @@ def test_the_threadpool_runs_a_process_to_the_end_off_the_callers_thread(setting
         assert step_counts(process_id)["Note the thread"] == 1
 
 
+@pytest.mark.requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_thread_keeps_its_connection_while_work_waits_and_closes_it_when_idle(monkeypatch, settings):
+    from django.db import connection
+
+    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "THREADPOOL_WORKERS": 1}
+    first_started, go_on = threading.Event(), threading.Event()
+    backends: list[int] = []
+
+    def job(process_id: object) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backends.append(cursor.fetchone()[0])
+        first_started.set()
+        go_on.wait(10)  # the first job holds the one thread until the others are queued
+
+    monkeypatch.setattr(threadpool, "run_process", job)
+    threadpool.shutdown(wait=True)
+    try:
+        pool = threadpool.ThreadpoolExecutor()
+        futures = [pool.submit(f"job-{i}") for i in range(5)]
+        assert first_started.wait(10)
+        go_on.set()
+        for future in futures:
+            future.result(timeout=10)
+        # Five jobs back to back on one connection: opened once, not once per process.
+        assert len(backends) == 5 and len(set(backends)) == 1
+        # The queue is empty: the idle thread has closed it.
+        with connection.cursor() as cursor:
+            for _ in range(50):
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backends[0]])
+                if cursor.fetchone()[0] == 0:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the idle pool thread still holds its database connection")
+    finally:
+        go_on.set()
+        threadpool.shutdown(wait=True)
+
+
 def test_a_threadpool_job_logs_an_exception_instead_of_losing_it(monkeypatch, caplog):
     def broken(process_id: object) -> None:
         raise RuntimeError("database gone")
