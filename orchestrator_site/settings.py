@@ -231,6 +231,10 @@ ORCHESTRATOR.update(from_environment(os.environ))
 # Read by orchestrator_site/celery.py (namespace CELERY). Messages carry only a process id.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_TASK_IGNORE_RESULT = True  # the database is the result; no result backend is needed
+# Celery's Django fixup closes the worker's database connection around every task unless told to reuse
+# it; opening one costs more than a short process's steps. Reused for this many tasks, then renewed (and
+# checked before every task: processes.tasks).
+CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
 # A web request that starts a process must not hang on a broker that is down: connect within a few
 # seconds, do not retry publishing, and answer 503 instead (processes.executors.celery).
 CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", "3"))

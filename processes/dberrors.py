@@ -85,3 +85,15 @@ def lock_timed_out(exc: BaseException) -> bool:
 def deadlocked(exc: BaseException) -> bool:
     """True when PostgreSQL broke a deadlock by failing this transaction (the other one went on)."""
     return any(getattr(error, "sqlstate", None) == "40P01" for error in _chain(exc))
+
+
+def keep_healthy_connection() -> None:
+    """Keep this thread's open connection if it still works; drop a broken, obsolete or mid-transaction one.
+
+    For runs that reuse a connection from one process to the next (pool threads, Celery workers): a
+    check costs one round trip, a new connection many.
+    """
+    if connection.connection is None:
+        return
+    if connection.in_atomic_block or connection.needs_rollback or not connection.is_usable():
+        connection.close()  # the next query opens a fresh one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestrator_site.celery import app
+from processes.dberrors import keep_healthy_connection
 from processes.engine import run_process
 
 
@@ -11,6 +12,8 @@ from processes.engine import run_process
 # the process row and checks its position before each step, so no step runs twice.
 @app.task(name="processes.run_process", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_process_task(process_id: str) -> None:
+    # The worker keeps its connection from task to task (CELERY_DB_REUSE_MAX): check it before use.
+    keep_healthy_connection()
     run_process(process_id)
 
 

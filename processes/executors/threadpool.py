@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from django.db import connection
 
 from orchestrator_site.conf import orchestrator_setting
+from processes.dberrors import keep_healthy_connection
 from processes.engine import run_process
 
 logger = logging.getLogger(__name__)
@@ -39,19 +40,11 @@ def shutdown(wait: bool = True) -> None:
         pool.shutdown(wait=wait)
 
 
-def _healthy_connection() -> None:
-    """Keep this thread's connection from its last job if it still works; drop a broken or obsolete one."""
-    if connection.connection is None:
-        return
-    if connection.in_atomic_block or connection.needs_rollback or not connection.is_usable():
-        connection.close()  # the next query opens a fresh one
-
-
 def _run(process_id: uuid.UUID | str) -> None:
     # Each pool thread has its own database connection. It is kept from one job to the next while more
     # work waits (opening a connection costs more than a short process's steps), checked before use, and
     # closed once the queue is empty, so idle threads hold no connections open.
-    _healthy_connection()
+    keep_healthy_connection()
     try:
         run_process(process_id)
     except Exception:

@@ -377,3 +377,17 @@ def broken_predicate(context) -> str | None:
 @task("Engine test: its predicate has a bug", run_predicate=broken_predicate)
 def t_broken_predicate_task() -> StepList:
     return begin >> note_thread
+
+
+@step("Note the database connection")
+def note_backend() -> State:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return {"backend": cursor.fetchone()[0]}
+
+
+@workflow("Engine test: notes the database connection it runs on")
+def t_backend() -> StepList:
+    return begin >> note_backend

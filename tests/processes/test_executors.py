@@ -19,7 +19,7 @@ from kombu import pools as kombu_pools
 from rest_framework.test import APIClient
 
 from orchestrator_site.celery import app as celery_app
-from processes.engine import run_process
+from processes.engine import current_state, run_process
 from processes.executors import threadpool
 from processes.models import Process, ProcessStatus, ProcessStep
 from processes.services import start_process
@@ -335,6 +335,44 @@ def test_100_processes_started_through_the_api_run_on_two_celery_workers_each_st
     # Both workers took part (each logs the runs it finished).
     for log in logs:
         assert b"succeeded" in log.read_bytes(), log.read_text()[-3000:]
+
+
+@pytest.mark.requires_postgres
+@runs
+def test_a_celery_worker_keeps_its_connection_between_processes_and_replaces_a_dead_one(
+    settings, api, broker_at, tmp_path
+):
+    from django.db import connection
+
+    queue = _test_queue()
+    settings.ORCHESTRATOR = {"EXECUTOR": "celery"}
+    broker_at(TEST_BROKER)
+    env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": TEST_BROKER,
+           "ORCHESTRATOR_EXECUTOR": "celery", "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+    log = tmp_path / "w1.log"
+    worker = _worker("w1", [sys.executable, "manage.py", "run_worker", "--loglevel", "INFO"], log, env)
+
+    def run(count: int) -> list[int]:
+        ids = [api.post(URL, {"workflow": "t_backend"}, format="json").json()["id"] for _ in range(count)]
+        wait_until(lambda: Process.objects.filter(pk__in=ids, status=ProcessStatus.COMPLETED).count() == count,
+                   60, "the worker to complete the processes")
+        return [current_state(process_id)["backend"] for process_id in ids]
+
+    try:
+        wait_until(lambda: worker.poll() is not None or b"ready." in log.read_bytes(), 30, "the worker to be ready")
+        first = run(10)
+        # Ten processes, one connection: the worker did not reconnect for each.
+        assert len(set(first)) == 1, first
+        # The database drops that connection while the worker is idle (a restart, a fail-over): the next
+        # process still completes, on a new connection, with nothing failed.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [first[0]])
+        second = run(3)
+        assert len(set(second)) == 1 and second[0] != first[0]
+        assert not Process.objects.filter(workflow__name="t_backend").exclude(status="completed").exists()
+    finally:
+        _stop([worker])
+        queue.flushdb()
 
 
 @pytest.mark.requires_postgres
