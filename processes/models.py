@@ -79,7 +79,14 @@ class Process(FSMModelMixin, models.Model):
         ordering = ["-started_at"]
         verbose_name_plural = "processes"  # not Django's "processs"
         permissions = [("run_process", "Can start, resume, retry and abort processes")]
-        indexes = [models.Index(fields=["status", "next_retry_at"], name="process_status_retry")]
+        indexes = [
+            models.Index(fields=["status", "next_retry_at"], name="process_status_retry"),
+            # The list filtered by status, newest first (the admin's and the API's default order).
+            models.Index(fields=["status", "-started_at"], name="process_status_started"),
+            # Filtering by who started it. (Not last_modified_at: every step updates it, and an index on
+            # it would make each of those updates rewrite the index too.)
+            models.Index(fields=["created_by", "-started_at"], name="process_creator_started"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.workflow.name} {self.process_id}"
