@@ -127,7 +127,7 @@ def _fill(workflow: Workflow, count: int) -> None:
                 now() - (i || ' seconds')::interval, now() - (i || ' seconds')::interval + interval '2 seconds',
                 true, '', '["Start", "Step 2", "Step 3", "Done"]'::jsonb, NULL
             FROM generate_series(1, %s) AS i,
-                LATERAL (SELECT ({statuses})[1 + (i * 7919) %% {len(STATUSES)}] AS status) AS s
+                LATERAL (SELECT ({statuses})[1 + (i::bigint * 7919) %% {len(STATUSES)}] AS status) AS s
             """,
             [workflow.pk, count],
         )
