@@ -279,6 +279,12 @@ def _stop(workers: list[subprocess.Popen]) -> None:
             worker.kill()
             worker.wait()
 
+def _worker_env() -> dict[str, str]:
+    """The environment of a worker subprocess: this test database, the test broker, the Celery executor."""
+    return {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": TEST_BROKER,
+            "ORCHESTRATOR_EXECUTOR": "celery", "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+
+
 def _worker(name: str, command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([*command, "--hostname", f"{name}@%h", "--concurrency", "1", "--pool", "solo",
                              "--include", "tests.processes.flows"],
@@ -293,8 +299,7 @@ def test_100_processes_started_through_the_api_run_on_two_celery_workers_each_st
     queue = _test_queue()
     settings.ORCHESTRATOR = {"EXECUTOR": "celery"}
     broker_at(TEST_BROKER)
-    env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": TEST_BROKER,
-           "ORCHESTRATOR_EXECUTOR": "celery", "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+    env = _worker_env()
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
     # One through manage.py run_worker, one through the standard celery command: both documented.
     workers = [
@@ -347,8 +352,7 @@ def test_a_celery_worker_keeps_its_connection_between_processes_and_replaces_a_d
     queue = _test_queue()
     settings.ORCHESTRATOR = {"EXECUTOR": "celery"}
     broker_at(TEST_BROKER)
-    env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": TEST_BROKER,
-           "ORCHESTRATOR_EXECUTOR": "celery", "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+    env = _worker_env()
     log = tmp_path / "w1.log"
     worker = _worker("w1", [sys.executable, "manage.py", "run_worker", "--loglevel", "INFO"], log, env)
 
@@ -386,9 +390,7 @@ def test_a_worker_killed_mid_step_is_recovered_by_the_other_within_the_lease_and
     lease_seconds, sweep_every = 2.0, 0.5
     settings.ORCHESTRATOR = {"EXECUTOR": "celery", "LEASE_SECONDS": lease_seconds}
     broker_at(TEST_BROKER)
-    env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": TEST_BROKER,
-           "ORCHESTRATOR_EXECUTOR": "celery", "ORCHESTRATOR_LEASE_SECONDS": str(lease_seconds),
-           "ENGINE_TEST_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+    env = {**_worker_env(), "ORCHESTRATOR_LEASE_SECONDS": str(lease_seconds), "ENGINE_TEST_DIR": str(tmp_path)}
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
     workers = [_worker(name, [sys.executable, "manage.py", "run_worker", "--loglevel", "INFO"], log, env)
                for name, log in zip(("w1", "w2"), logs, strict=True)]
