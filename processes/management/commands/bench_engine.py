@@ -7,11 +7,9 @@ run the processes through W threads or W Celery worker processes and report step
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -20,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -31,20 +28,18 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from orchestrator_site.conf import orchestrator_setting
-from processes.bench_workflow import STEPS_ENV, declare_bench_workflow
+from processes.bench_baseline import BaselineDB, baseline_connection, baseline_process
+from processes.bench_workflow import PAYLOAD_ENV, STEPS_ENV, declare_bench_workflow
 from processes.engine import engine_paused
 from processes.executors import threadpool
 from processes.management.commands._base import OneLineCommand, Seconds, WholeNumber
-from processes.models import Process, ProcessStatus
+from processes.models import Process, ProcessStatus, ProcessStep
 from processes.services import start_process
-from workflows.dsl import State
 from workflows.models import Workflow
 from workflows.registry import WorkflowSpec, unregister
 
 logger = logging.getLogger(__name__)
 
-BASELINE_PROCESS = "bench_baseline_process"
-BASELINE_STEP = "bench_baseline_step"
 DELETE_CHUNK = 500
 EXECUTOR_CHOICES = ("inline", "threadpool", "celery")
 DEFAULT_BROKER = "redis://127.0.0.1:6379/6"
@@ -52,6 +47,7 @@ UNFINISHED = (ProcessStatus.CREATED, ProcessStatus.RUNNING, ProcessStatus.RESUME
 # Sane bounds: a benchmark that would run for days, or declare a workflow of a million steps, is a typo.
 PROCESSES = WholeNumber(1, 1_000_000)
 STEPS = WholeNumber(1, 1_000)
+PAYLOAD = WholeNumber(0, 1_000_000)
 WORKERS = WholeNumber(1, 256)
 TIMEOUT = Seconds(maximum=86_400.0)
 
@@ -76,6 +72,9 @@ class Command(OneLineCommand):
                             help=f"How many processes to run (default 200, at most {PROCESSES.maximum:,}).")
         parser.add_argument("--steps", type=STEPS, default=10,
                             help=f"No-op body steps per process (default 10, at most {STEPS.maximum:,}).")
+        parser.add_argument("--payload", type=PAYLOAD, default=0,
+                            help="Bytes each body step adds to the state (default 0: a tiny counter only); shows "
+                                 "how the cost per step and the step log grow with the state.")
         parser.add_argument("--keep", action="store_true", help="Keep the benchmark's processes afterwards.")
         parser.add_argument("--verbose-queries", action="store_true", help="Print the SQL of one engine step.")
         parser.add_argument("--executor", default="inline",
@@ -91,10 +90,11 @@ class Command(OneLineCommand):
 
     def handle(self, *args: Any, processes: int, steps: int, keep: bool, verbose_queries: bool,
                executor: str = "inline", workers: str = "1", broker: str = DEFAULT_BROKER, timeout: float = 600.0,
-               **options: Any) -> None:
+               payload: int = 0, **options: Any) -> None:
         # Checked again for a caller that passes them directly (call_command), skipping argparse's types.
         processes, steps = PROCESSES.check("--processes", processes), STEPS.check("--steps", steps)
         timeout = TIMEOUT.check("--timeout", timeout)
+        payload = PAYLOAD.check("--payload", payload)
         if executor not in EXECUTOR_CHOICES:
             raise CommandError(f"--executor must be one of {', '.join(EXECUTOR_CHOICES)}, not {executor!r}")
         counts = _parse_workers(workers)
@@ -106,7 +106,7 @@ class Command(OneLineCommand):
         if engine_paused():
             raise CommandError("the engine is paused: resume it (admin, engine settings) before benchmarking it")
         if executor != "inline":
-            self._handle_concurrent(executor, counts, processes, steps, keep, broker, timeout)
+            self._handle_concurrent(executor, counts, processes, steps, keep, broker, timeout, payload)
             return
         if orchestrator_setting("EXECUTOR") != "inline":
             raise CommandError(
@@ -114,7 +114,7 @@ class Command(OneLineCommand):
                 f"to the end in this process, so it needs the 'inline' executor"
             )
 
-        spec = declare_bench_workflow(steps)
+        spec = declare_bench_workflow(steps, payload)
         created: list[uuid.UUID] = []
         # Every logged step counts, for the engine and the baseline alike: Start (logged when the
         # process is created), the M body steps and Done, each its own transaction.
@@ -129,8 +129,10 @@ class Command(OneLineCommand):
                 self._start(spec, created)
             split = _split_transactions([q["sql"] for q in captured.captured_queries], steps)
             # Query logging (on whenever DEBUG is) costs time per query that production does not pay.
-            with override_settings(DEBUG=False), _baseline_connection() as db:
-                engine_seconds, baseline_seconds = self._measure(spec, processes, logged, created, db)
+            with override_settings(DEBUG=False), baseline_connection() as db:
+                engine_seconds, baseline_seconds, baseline_bytes = self._measure(
+                    spec, processes, logged, created, db, payload)
+            engine_bytes = _log_bytes(created[2:])  # the measured processes, not the warm-up ones
         finally:
             logging.disable(previous_disable)
             self._clean_up(spec, created, keep)
@@ -160,6 +162,9 @@ class Command(OneLineCommand):
                   f"({baseline_seconds / total * 1000:.3f} ms/step; {driver}, "
                   f"one connection, per step: insert step row + update process row + commit)")
         out.write(f"ratio:         {engine_rate / baseline_rate:.2f} (engine / baseline)")
+        out.write(f"step log:      engine {engine_bytes / processes / 1024:,.1f} kB per process "
+                  f"({engine_bytes / processes / logged:,.0f} bytes per step); baseline (each step's changes only) "
+                  f"{baseline_bytes / processes / 1024:,.1f} kB per process; each body step adds {payload:,} bytes")
         body = split.steps[:steps]
         statements = [len([sql for sql in queries if not _is_transaction_control(sql)]) for queries in body]
         done = len(split.steps[steps]) if len(split.steps) > steps else 0
@@ -188,7 +193,7 @@ class Command(OneLineCommand):
                                f"{process.failed_reason or 'no reason given'}")
 
     def _measure(self, spec: WorkflowSpec, processes: int, logged: int, created: list[uuid.UUID],
-                 db: _BaselineDB) -> tuple[float, float]:
+                 db: BaselineDB, payload: int) -> tuple[float, float, int]:
         """Time the engine and the baseline in alternating rounds of about 10% of the processes each.
 
         Alternating keeps the ratio honest on a shared machine: a burst of load elsewhere slows both
@@ -207,21 +212,21 @@ class Command(OneLineCommand):
                 engine_seconds += time.perf_counter() - started
                 started = time.perf_counter()
                 for _ in range(count):
-                    _baseline_process(db, spec.name, logged)
+                    baseline_process(db, spec.name, logged, payload)
                 baseline_seconds += time.perf_counter() - started
                 finished += count
                 if processes >= 20:
                     self.stderr.write(f"  {finished}/{processes} processes: engine {engine_seconds:.1f} s, "
                                       f"baseline {baseline_seconds:.1f} s")
-            return engine_seconds, baseline_seconds
+            return engine_seconds, baseline_seconds, db.log_bytes()
         finally:
             db.drop()
 
     # --- threadpool and celery: W workers --------------------------------------------------------
     def _handle_concurrent(self, executor: str, counts: list[int], processes: int, steps: int, keep: bool,
-                           broker: str, timeout: float) -> None:
+                           broker: str, timeout: float, payload: int) -> None:
         worker_database = _worker_database_url() if executor == "celery" else ""
-        spec = declare_bench_workflow(steps)
+        spec = declare_bench_workflow(steps, payload)
         created: list[uuid.UUID] = []
         logged = steps + 2
         total = processes * logged
@@ -234,8 +239,8 @@ class Command(OneLineCommand):
             with override_settings(ORCHESTRATOR={**base, "EXECUTOR": "inline"}):
                 self._start(spec, created)
             with override_settings(DEBUG=False):
-                with _baseline_connection() as db:
-                    baseline_seconds = self._measure_baseline(spec, processes, logged, db)
+                with baseline_connection() as db:
+                    baseline_seconds = self._measure_baseline(spec, processes, logged, db, payload)
                 for count in counts:
                     with override_settings(ORCHESTRATOR={**base, "EXECUTOR": executor, "THREADPOOL_WORKERS": count}):
                         if executor == "threadpool":
@@ -244,7 +249,8 @@ class Command(OneLineCommand):
                             finally:
                                 threadpool.shutdown(wait=True)
                         else:
-                            with _celery_workers(count, steps, broker, worker_database, self.stderr) as check:
+                            with _celery_workers(count, steps, payload, broker, worker_database,
+                                                 self.stderr) as check:
                                 seconds = self._measure_round(spec, processes, count, created, timeout, check)
                     results.append((count, seconds))
         finally:
@@ -273,12 +279,13 @@ class Command(OneLineCommand):
         if keep:
             out.write(f"kept {len(created)} processes of workflow {spec.name}")
 
-    def _measure_baseline(self, spec: WorkflowSpec, processes: int, logged: int, db: _BaselineDB) -> float:
+    def _measure_baseline(self, spec: WorkflowSpec, processes: int, logged: int, db: BaselineDB,
+                          payload: int) -> float:
         try:
             db.create()
             started = time.perf_counter()
             for _ in range(processes):
-                _baseline_process(db, spec.name, logged)
+                baseline_process(db, spec.name, logged, payload)
             return time.perf_counter() - started
         finally:
             db.drop()
@@ -332,32 +339,20 @@ class Command(OneLineCommand):
             Workflow.objects.filter(name=spec.name).delete()
 
 
-def _baseline_process(db: _BaselineDB, workflow_name: str, logged: int) -> None:
-    """What the engine writes for one process, as raw SQL: `logged` steps, one transaction each."""
-    process_id = uuid.uuid4()
-    key = db.uuid(process_id)
-    state: State = {"process_id": str(process_id), "workflow": workflow_name, "created_by": "system"}
-    # Like create_process: the process row and its Start row commit together.
-    db.begin()
-    now = datetime.now(UTC)
-    db.execute(
-        f"INSERT INTO {BASELINE_PROCESS} (process_id, status, current_step, last_step, last_modified_at) "
-        f"VALUES (%s, 'running', 1, 'Start', %s)",
-        (key, now),
-    )
-    db.insert_step(key, "Start", state, now)
-    db.commit()
-    for position in range(1, logged):
-        db.begin()
-        now = datetime.now(UTC)
-        state = {**state, "bench_step": position}
-        db.insert_step(key, f"Step {position}", state, now)
-        db.execute(
-            f"UPDATE {BASELINE_PROCESS} SET current_step = %s, last_step = %s, last_modified_at = %s "
-            f"WHERE process_id = %s",
-            (position + 1, f"Step {position}", now, key),
-        )
-        db.commit()
+def _log_bytes(process_ids: list[uuid.UUID]) -> int:
+    """Bytes of these processes' step rows as stored (PostgreSQL counts compressed values as compressed)."""
+    table = connection.ops.quote_name(ProcessStep._meta.db_table)
+    column = connection.ops.quote_name(ProcessStep._meta.get_field("process").column)
+    size = ("pg_column_size(s.*)" if connection.vendor == "postgresql"
+            else "length(s.state) + length(s.name) + 60")
+    total = 0
+    for first in range(0, len(process_ids), DELETE_CHUNK):
+        chunk = [Process._meta.pk.get_db_prep_value(pk, connection) for pk in process_ids[first:first + DELETE_CHUNK]]
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT COALESCE(SUM({size}), 0) FROM {table} s WHERE s.{column} IN "
+                           f"({', '.join(['%s'] * len(chunk))})", chunk)
+            total += int(cursor.fetchone()[0])
+    return total
 
 
 def _parse_workers(value: str) -> list[int]:
@@ -402,7 +397,7 @@ def _use_broker(url: str) -> None:
 
 
 @contextmanager
-def _celery_workers(count: int, steps: int, broker: str, database_url: str,
+def _celery_workers(count: int, steps: int, payload: int, broker: str, database_url: str,
                     stderr: Any) -> Iterator[Callable[[], None]]:
     """`count` Celery workers (one process, --pool solo, each), ready; stopped (terminate, then kill) after."""
     import redis
@@ -415,7 +410,7 @@ def _celery_workers(count: int, steps: int, broker: str, database_url: str,
     except redis.RedisError as exc:
         raise CommandError(f"--executor celery needs its own Redis database at {broker} ({exc})") from exc
     env = {**os.environ, "DATABASE_URL": database_url, "CELERY_BROKER_URL": broker, "ORCHESTRATOR_EXECUTOR": "celery",
-           STEPS_ENV: str(steps), "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+           STEPS_ENV: str(steps), PAYLOAD_ENV: str(payload), "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
     base_dir = Path(settings.BASE_DIR)
     logs = Path(tempfile.mkdtemp(prefix="bench_engine_"))
     original = app.conf.broker_url
@@ -496,114 +491,4 @@ def _split_transactions(queries: list[str], steps: int) -> StepQueries:
 def _is_transaction_control(sql: str) -> bool:
     return sql.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK"))
 
-
-class _BaselineDB:
-    """One raw driver connection (psycopg or sqlite3) to Django's database, for the baseline."""
-
-    def __init__(self, raw: Any, vendor: str, begin_sql: str | None) -> None:
-        self.raw = raw
-        self.vendor = vendor
-        self.begin_sql = begin_sql
-        self.cursor = raw.cursor()
-
-    def uuid(self, value: uuid.UUID) -> Any:
-        # Django stores UUIDs in SQLite as 32 hex digits; PostgreSQL has a uuid type.
-        return value if self.vendor == "postgresql" else value.hex
-
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        if self.vendor == "sqlite":
-            sql = sql.replace("%s", "?")
-        self.cursor.execute(sql, params)
-
-    def begin(self) -> None:
-        # psycopg opens a transaction by itself; sqlite3 runs in autocommit here, as Django's does.
-        if self.begin_sql:
-            self.cursor.execute(self.begin_sql)
-
-    def commit(self) -> None:
-        if self.vendor == "sqlite":
-            self.cursor.execute("COMMIT")
-        else:
-            self.raw.commit()
-
-    def insert_step(self, key: Any, name: str, state: State, now: datetime) -> None:
-        if self.vendor == "postgresql":
-            from psycopg.types.json import Jsonb
-
-            value: Any = Jsonb(state)
-        else:
-            value = json.dumps(state)
-        self.execute(
-            f"INSERT INTO {BASELINE_STEP} (process_id, name, status, state, started_at, completed_at) "
-            f"VALUES (%s, %s, 'success', %s, %s, %s)",
-            (key, name, value, now, now),
-        )
-
-    def create(self) -> None:
-        self.drop()  # left behind by a run that was killed
-        pg = self.vendor == "postgresql"
-        # Plain tables, not TEMP ones: PostgreSQL writes no WAL for temporary tables and would make the
-        # baseline's commits unfairly cheap. The shape is the minimum the log needs: a foreign key to
-        # the process and one (process, id) index to read a process's log in order.
-        statements = [
-            f"CREATE TABLE {BASELINE_PROCESS} (process_id {'uuid' if pg else 'char(32)'} PRIMARY KEY, "
-            f"status varchar(20) NOT NULL, current_step integer NOT NULL, last_step varchar(200) NOT NULL, "
-            f"last_modified_at {'timestamptz' if pg else 'datetime'} NOT NULL)",
-            f"CREATE TABLE {BASELINE_STEP} ("
-            f"id {'bigint GENERATED BY DEFAULT AS IDENTITY' if pg else 'integer'} PRIMARY KEY"
-            f"{'' if pg else ' AUTOINCREMENT'}, "
-            f"process_id {'uuid' if pg else 'char(32)'} NOT NULL REFERENCES {BASELINE_PROCESS} (process_id)"
-            f" DEFERRABLE INITIALLY DEFERRED, "
-            f"name varchar(200) NOT NULL, status varchar(20) NOT NULL, state {'jsonb' if pg else 'text'} NOT NULL, "
-            f"started_at {'timestamptz' if pg else 'datetime'} NOT NULL, "
-            f"completed_at {'timestamptz' if pg else 'datetime'} NOT NULL)",
-            f"CREATE INDEX {BASELINE_STEP}_order ON {BASELINE_STEP} (process_id, id)",
-        ]
-        for sql in statements:
-            self.cursor.execute(sql)
-        self._ddl_commit()
-
-    def drop(self) -> None:
-        # After a failure the connection may sit in a broken transaction that would refuse the DROP.
-        if self.vendor == "postgresql":
-            self.raw.rollback()
-        elif self.raw.in_transaction:
-            self.cursor.execute("ROLLBACK")
-        for table in (BASELINE_STEP, BASELINE_PROCESS):
-            self.cursor.execute(f"DROP TABLE IF EXISTS {table}")
-        self._ddl_commit()
-
-    def _ddl_commit(self) -> None:
-        if self.vendor == "postgresql":
-            self.raw.commit()
-
-
-@contextmanager
-def _baseline_connection() -> Iterator[_BaselineDB]:
-    settings_dict = connection.settings_dict
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        params = {
-            "dbname": settings_dict["NAME"], "user": settings_dict["USER"], "password": settings_dict["PASSWORD"],
-            "host": settings_dict["HOST"], "port": settings_dict["PORT"],
-        }
-        raw: Any = psycopg.connect(**{key: value for key, value in params.items() if value})
-        db = _BaselineDB(raw, "postgresql", None)
-    else:
-        options = dict(settings_dict.get("OPTIONS") or {})
-        # Autocommit with explicit BEGIN, as Django drives SQLite, in the transaction mode it uses.
-        raw = sqlite3.connect(
-            settings_dict["NAME"], uri=True, timeout=float(options.get("timeout", 5)), isolation_level=None,
-        )
-        # The same pragmas as Django's connections: its init_command, and foreign keys enforced.
-        if options.get("init_command"):
-            raw.executescript(options["init_command"])
-        raw.execute("PRAGMA foreign_keys = ON")
-        mode = options.get("transaction_mode")
-        db = _BaselineDB(raw, "sqlite", f"BEGIN {mode}" if mode else "BEGIN")
-    try:
-        yield db
-    finally:
-        raw.close()
 
