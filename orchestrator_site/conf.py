@@ -81,6 +81,12 @@ DEFAULTS: dict[str, Any] = {
     # ... and idempotency keys this many hours after their request (never fewer than 24: a client may
     # repeat a start with the same key for a day).
     "IDEMPOTENCY_KEY_RETENTION_HOURS": 24,
+    # The step log keeps each step's changes; the whole state is written again (a snapshot) once the changes
+    # since the last snapshot add up to 8 times its size, and after this many rows at the latest: reading
+    # a process's state back reads at most this many rows (in one query).
+    "STATE_SNAPSHOT_MAX_ROWS": 500,
+    # The process detail (API and admin) shows this many of the newest steps; earlier ones are a page away.
+    "STEPS_PAGE_SIZE": 50,
     # The largest request body the API accepts, in bytes; a larger one is answered 413.
     "API_MAX_BODY_BYTES": 1024 * 1024,
     # The most items one page of an API list may hold (?limit=), whatever the client asks.

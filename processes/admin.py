@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +20,10 @@ from django.utils.text import Truncator
 
 from orchestrator_site.errors import InvalidInput, OrchestratorError
 from processes import operations, services
+from processes.admin_detail import ProcessDetailPages
 from processes.admin_forms import AbortForm, SkipForm, form_for, input_from, put_errors_on
 from processes.models import (
     ABORTABLE,
-    FINISHED,
     RETRYABLE,
     InputState,
     Process,
@@ -32,9 +31,7 @@ from processes.models import (
     ProcessStep,
 )
 from processes.search import search_processes
-from processes.subscription_delta import subscription_delta
 from subscriptions.admin import ReadOnlyAdminMixin
-from workflows.dsl import StepKind
 from workflows.registry import get_workflow
 
 P = ProcessStatus
@@ -59,23 +56,6 @@ def badge(status: str, label: str | None = None) -> SafeString:
         'white-space:nowrap">{}</span>',
         BADGE_COLOURS.get(status, "#455a64"), label or status,
     )
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def state_diff(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, str]]:
-    """The keys a step added, changed or removed, each with its value before and after, sorted by key."""
-    rows = []
-    for key in sorted(set(before) | set(after)):
-        if key not in before:
-            rows.append({"key": key, "kind": "added", "before": "", "after": _json(after[key])})
-        elif key not in after:
-            rows.append({"key": key, "kind": "removed", "before": _json(before[key]), "after": ""})
-        elif before[key] != after[key]:
-            rows.append({"key": key, "kind": "changed", "before": _json(before[key]), "after": _json(after[key])})
-    return rows
 
 
 @dataclass(frozen=True)
@@ -107,7 +87,7 @@ ACTIONS: dict[str, ActionSpec] = {
 
 # --- The process list ----------------------------------------------------------------------------
 @admin.register(Process)
-class ProcessAdmin(admin.ModelAdmin):
+class ProcessAdmin(ProcessDetailPages, admin.ModelAdmin):
     list_display = [
         "short_id", "workflow_name", "workflow__target", "status_badge", "last_step", "failed_reason_short",
         "created_by", "started_at", "subscription_links",
@@ -220,57 +200,6 @@ class ProcessAdmin(admin.ModelAdmin):
     def delete_model(self, request: HttpRequest, obj: Process) -> None:
         services.delete_task(obj.pk, by=request.user)
 
-    # --- the detail page -----------------------------------------------------------------------------
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        process = self.get_object(request, object_id)
-        context = dict(extra_context or {})
-        if process is not None:
-            context.update(self.detail_context(request, process))
-        return super().change_view(request, object_id, form_url, extra_context=context)
-
-    def detail_context(self, request: HttpRequest, process: Process) -> dict[str, Any]:
-        """The timeline with each step's state and diff, the steps to come, subscriptions, inputs, actions."""
-        steps = list(ProcessStep.objects.filter(process=process).order_by("id"))
-        timeline, before = [], {}
-        for number, row in enumerate(steps, start=1):
-            state = row.state if isinstance(row.state, dict) else {}
-            # A failed row holds the state its step started from: its diff is empty, as its work rolled back.
-            timeline.append({
-                "number": number, "row": row, "duration": f"{row.duration:.3f} s",
-                "state_json": json.dumps(state, indent=2, sort_keys=True, ensure_ascii=False, default=str),
-                "diff": state_diff(before, state),
-            })
-            before = state
-        try:
-            spec = get_workflow(process.workflow.name)
-            names, kinds = spec.version, [step.kind for step in spec.steps]
-        except OrchestratorError:
-            # The workflow is gone from the code: the names it started with still say where it stood.
-            names, kinds = list(process.workflow_version), []
-        pending = [] if process.status in FINISHED else [
-            {"number": position + 1, "name": name, "current": position == process.current_step}
-            for position, name in enumerate(names) if position >= process.current_step
-        ]
-        links = process.process_subscriptions.select_related("subscription__product").order_by("created_at")
-        subscriptions = [
-            {"url": reverse("admin:subscriptions_subscription_change", args=[link.subscription_id]),
-             "subscription": link.subscription}
-            for link in links
-        ]
-        inputs = [
-            {"row": row, "json": json.dumps(row.input, indent=2, sort_keys=True, ensure_ascii=False, default=str)}
-            for row in InputState.objects.filter(process=process).order_by("input_time", "id")
-        ]
-        at_done = bool(kinds) and process.current_step < len(kinds) and kinds[process.current_step] == StepKind.DONE
-        return {
-            "timeline": timeline, "pending_steps": pending, "process_subscriptions": subscriptions,
-            "process_inputs": inputs, "process_actions": self.available_actions(request, process, at_done=at_done),
-            "process_status_display": process.get_status_display(),
-            "subscription_delta": subscription_delta(process, steps[-1].state if steps and isinstance(
-                steps[-1].state, dict) else {}),
-        }
-
     def available_actions(self, request: HttpRequest, process: Process, *, at_done: bool = False) -> list[dict]:
         """The buttons to show: the actions the process's status allows, to a user who may run processes."""
         if not self.has_run_permission(request):
@@ -292,6 +221,8 @@ class ProcessAdmin(admin.ModelAdmin):
             path(f"<uuid:object_id>/{name}/", self.admin_site.admin_view(view), name=f"processes_process_{name}")
             for name, view in views.items()
         ]
+        custom.append(path("<uuid:object_id>/steps/<int:number>/", self.admin_site.admin_view(self.step_state_view),
+                           name="processes_process_step_state"))  # ProcessDetailPages
         return custom + super().get_urls()  # before the admin's catch-all `<path:object_id>/`
 
     def _action_process(self, request: HttpRequest, object_id: uuid.UUID, action: str) -> Process | HttpResponse:

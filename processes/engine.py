@@ -29,7 +29,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
-from processes import leases, steplog
+from processes import leases, statelog, steplog
 from processes.dberrors import connection_lost, drop_connection
 from processes.errors import StepError
 
@@ -69,6 +69,7 @@ class _Outcome:
     keep_going: bool
     state: dict[str, Any] | None = None
     position: int = 0
+    since: statelog.Since | None = None
     released: bool = False  # nothing of this run's to let go (the last step did, or another run holds it)
 
 
@@ -84,7 +85,7 @@ def run_process(process_id: uuid.UUID | str, *, owner: str | None = None) -> Non
     # A state remembered at creation is only a hint: the first step uses it only if the process is
     # still at that position under its lock, and reads the log otherwise.
     hint = _FRESH.pop(str(process_id), None) if owner is not None else None
-    position, state = hint if hint is not None else (-1, None)
+    position, state, since = hint if hint is not None else (-1, None, None)
     if hint is None:
         claimed = _claim(process_id, lease)
         if not claimed:
@@ -93,7 +94,7 @@ def run_process(process_id: uuid.UUID | str, *, owner: str | None = None) -> Non
     try:
         while True:
             try:
-                outcome = _run_one_step(process_id, state, position, lease)
+                outcome = _run_one_step(process_id, state, since, position, lease)
             except ConnectionLost as exc:
                 lost += 1
                 tries = int(orchestrator_setting("DB_RECONNECT_TRIES"))
@@ -103,13 +104,13 @@ def run_process(process_id: uuid.UUID | str, *, owner: str | None = None) -> Non
                     clean = give_up_on_database(process_id, exc, lost)
                     return
                 time.sleep(_reconnect_delay(lost))
-                state, position = None, -1  # read it again on the new connection
+                state, since, position = None, None, -1  # read it again on the new connection
                 continue
             lost = 0
             if not outcome.keep_going:
                 clean, released = True, outcome.released
                 return
-            state, position = outcome.state, outcome.position
+            state, since, position = outcome.state, outcome.since, outcome.position
     except Unrecorded as exc:
         logger.critical("process %s: %s; its lease is left to lapse, and the recovery sweep takes it from there",
                         process_id, exc)
@@ -153,8 +154,8 @@ def _claim(process_id: uuid.UUID | str, lease: leases.Lease) -> bool:
     return got.ok
 
 
-def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, position: int,
-                  lease: leases.Lease) -> _Outcome:
+def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, since: statelog.Since | None,
+                  position: int, lease: leases.Lease) -> _Outcome:
     started = timezone.now()
     label = f"step {position + 1}" if position >= 0 else "its next step"
     try:
@@ -189,10 +190,10 @@ def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, pos
                     f"workflow {spec.name} changed under the running process: step {at + 1} "
                     f"is now {step.name!r}, was {expected!r}"
                 )
-            if state is None or position != at:
+            if state is None or since is None or position != at:
                 # First step of this run, or someone else moved the process on: read the state.
-                state = current_state(process_id)
-            return _execute(locked, step, state, started, lease)
+                state, since = statelog.rebuild(process_id)
+            return _execute(locked, step, state, since, started, lease)
     except Exception as exc:
         if connection_lost(exc):
             drop_connection()
@@ -201,30 +202,33 @@ def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, pos
         return _Outcome(False)
 
 
-def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], started: Any,
+def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: statelog.Since, started: Any,
              lease: leases.Lease) -> _Outcome:
     """Run `step` inside the current transaction, then log it and move the process on."""
     if step.kind in (StepKind.INPUT, StepKind.ABORT) and (step.condition is None or step.condition(state)):
         return _stop_at(locked, step, state, started)
     if step.condition is not None and not step.condition(state):
-        steplog.advance(locked, step_name=step.name, step_status=StepStatus.SKIPPED, state=state,
+        entry = statelog.entry(state, statelog.no_change(), since)
+        steplog.advance(locked, step_name=step.name, step_status=StepStatus.SKIPPED, entry=entry,
                         started=started, finished=timezone.now(), lease=lease)
-        return _Outcome(True, state, locked.current_step + 1)
+        return _Outcome(True, state, locked.current_step + 1, entry.since)
 
-    new_state = call_step(step, state, acting_user=locked.acting_user)
+    new_state, delta = call_step(step, state, acting_user=locked.acting_user)
+    # The row keeps what the step changed; the whole state only when a snapshot is due (statelog).
+    entry = statelog.entry(new_state, delta, since)
 
     if step.kind == StepKind.DONE:
         # The transition method decides the new status (and refuses an illegal one); the write is
         # the same single statement as any step's.
         process = Process.from_db(None, ["process_id", "status"], [locked.process_id, locked.status])
         process.complete()
-        steplog.advance(locked, step_name=step.name, step_status=StepStatus.COMPLETE, state=new_state,
+        steplog.advance(locked, step_name=step.name, step_status=StepStatus.COMPLETE, entry=entry,
                         started=started, finished=timezone.now(), new_status=process.status, lease=lease,
                         last=True)
         return _Outcome(False, released=True)
-    steplog.advance(locked, step_name=step.name, step_status=StepStatus.SUCCESS, state=new_state,
+    steplog.advance(locked, step_name=step.name, step_status=StepStatus.SUCCESS, entry=entry,
                     started=started, finished=timezone.now(), lease=lease)
-    return _Outcome(True, new_state, locked.current_step + 1)
+    return _Outcome(True, new_state, locked.current_step + 1, entry.since)
 
 
 def _stop_at(locked: steplog.Locked, step: Step, state: dict[str, Any], started: Any) -> _Outcome:
@@ -237,8 +241,10 @@ def _stop_at(locked: steplog.Locked, step: Step, state: dict[str, Any], started:
         process.abort(f"the workflow aborted at step {step.name!r}")
         row_status = StepStatus.ABORT
         fields = ["status", "last_step", "failed_reason", "next_retry_at", "last_modified_at"]
+    # A snapshot: a resume (or a look at the suspended process) starts from this row.
     ProcessStep.objects.create(
-        process=process, name=step.name, status=row_status, state=state, created_by=process.acting_user,
+        process=process, name=step.name, status=row_status, state=state, delta=statelog.no_change(),
+        created_by=process.acting_user,
         started_at=started, completed_at=timezone.now(), attempt=process.current_attempt,
     )
     process.last_step = step.name
@@ -249,11 +255,11 @@ def _stop_at(locked: steplog.Locked, step: Step, state: dict[str, Any], started:
 
 # The state a process was just created with, so a run in the creating thread does not read back what it
 # just wrote. Only a hint: bounded, and a process whose hint fell out reads its state from the log.
-_FRESH: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+_FRESH: OrderedDict[str, tuple[int, dict[str, Any], statelog.Since]] = OrderedDict()
 _FRESH_MAX = 256
 
 
-def remember_state(process_id: uuid.UUID, position: int, state: dict[str, Any]) -> None:
-    _FRESH[str(process_id)] = (position, state)
+def remember_state(process_id: uuid.UUID, position: int, state: dict[str, Any], since: statelog.Since) -> None:
+    _FRESH[str(process_id)] = (position, state, since)
     while len(_FRESH) > _FRESH_MAX:
         _FRESH.popitem(last=False)

@@ -11,10 +11,10 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 
 from orchestrator_site.errors import NotFound
-from processes import leases
+from processes import leases, statelog
 from processes.dberrors import connection_lost, lock_timed_out
 from processes.errors import EnginePaused, IncompatibleWorkflowChange, ProcessBusy, WorkflowRemoved
-from processes.models import EngineSettings, Process, ProcessStep
+from processes.models import EngineSettings, Process
 from workflows.registry import WorkflowSpec, get_workflow
 
 logger = logging.getLogger(__name__)
@@ -50,10 +50,9 @@ def lock_idle(process_id: uuid.UUID | str, action: str) -> Process:
 
 
 def current_state(process: Process | uuid.UUID | str) -> dict[str, Any]:
-    """The process's state: that of its newest log row (a failed row holds the state it started from)."""
-    process_id = process.pk if isinstance(process, Process) else process
-    row = ProcessStep.objects.filter(process_id=process_id).order_by("-id").values_list("state", flat=True).first()
-    return dict(row or {})
+    """The process's state: after its newest log row (a failed row changed nothing: the state its step
+    started from). Rebuilt from the last snapshot and the deltas after it, in one query."""
+    return statelog.rebuild(process)[0]
 
 
 def engine_paused() -> bool:

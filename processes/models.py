@@ -151,9 +151,13 @@ class ProcessStep(models.Model):
     process = models.ForeignKey(Process, on_delete=models.CASCADE, related_name="steps", db_index=False)
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=20, choices=StepStatus.choices)
-    # The full state after the step; for a failed step, the state it started from (so a retry
-    # starts from the state of the last successful step).
-    state = models.JSONField(default=dict)
+    # What the step changed: {"added": {...}, "changed": {...}, "removed": [...]} (processes.statelog).
+    # Null on rows from before deltas were kept (their delta is worked out from the states).
+    delta = models.JSONField(null=True, blank=True)
+    # The whole state after the step, on some rows only (snapshots: processes.statelog says when); null
+    # on the others, whose state is the last snapshot before them plus the deltas since. For a failed step:
+    # the state it started from (so a retry starts from the state of the last successful step).
+    state = models.JSONField(null=True, blank=True, default=None)
     error = models.TextField(blank=True)
     error_type = models.CharField(max_length=200, blank=True)
     traceback = models.TextField(blank=True)
@@ -165,7 +169,12 @@ class ProcessStep(models.Model):
 
     class Meta:
         ordering = ["process", "id"]
-        indexes = [models.Index(fields=["process", "id"], name="processstep_process_order")]
+        indexes = [
+            models.Index(fields=["process", "id"], name="processstep_process_order"),
+            # The last snapshot of a process, found without reading the delta rows after it.
+            models.Index(fields=["process", "id"], name="processstep_snapshots",
+                         condition=models.Q(state__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name}: {self.status}"
@@ -173,6 +182,12 @@ class ProcessStep(models.Model):
     @property
     def duration(self) -> float:
         return (self.completed_at - self.started_at).total_seconds()
+
+    def state_after(self) -> dict[str, Any]:
+        """The whole state after this step, rebuilt from the log (one query; processes.statelog)."""
+        from processes.statelog import state_at  # statelog reads this model
+
+        return state_at(self.process_id, self.id) or {}
 
 
 class ProcessSubscription(models.Model):

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import InvalidInput, NotFound
-from processes import engine, leases, steplog
+from processes import engine, leases, statelog, steplog
 from processes.errors import AlreadyRunning, ProcessBusy, WrongProcessStatus
 from processes.executors import get_executor
 from processes.models import (
@@ -63,11 +63,12 @@ def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_i
     owner = leases.local_owner() if runs_here else ""
     expires_at = now + (timedelta(seconds=float(orchestrator_setting("LEASE_SECONDS"))) if runs_here
                         else leases.resend_delay(0))
+    state_json = statelog.to_json(state)
     created = steplog.create(
         process_id=process.process_id, workflow_name=spec.name, status=process.status,
         first_step=spec.steps[0].name, who=who, is_task=spec.is_task, version=spec.version,
-        user_input=user_input, state=state, now=now, input_type=InputType.INITIAL, step_status=StepStatus.SUCCESS,
-        owner=owner, expires_at=expires_at,
+        user_input=user_input, state_json=state_json, now=now, input_type=InputType.INITIAL,
+        step_status=StepStatus.SUCCESS, owner=owner, expires_at=expires_at,
     )
     if created:
         process._state.adding = False  # the row exists: a later save() must update it, not insert it again
@@ -86,7 +87,7 @@ def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_i
         )
         ProcessLease.objects.create(process=process, owner=owner, expires_at=expires_at, queued_at=now, position=1)
     if runs_here:
-        engine.remember_state(process.process_id, 1, state)
+        engine.remember_state(process.process_id, 1, state, statelog.Since(0, 0, len(state_json)))
     return process
 
 
@@ -174,14 +175,16 @@ def resume(process_id: uuid.UUID | str, user_input: Any, *, by: Any = None) -> P
         validated = validate_input(step.form, user_input, what=f"input for step {step.name!r}")
         who = actor_name(by)
         started = timezone.now()
-        state = deep_merge(engine.current_state(process), validated)
+        before = engine.current_state(process)
+        state = deep_merge(before, validated)
         InputState.objects.create(
             process=process, input_type=InputType.USER, step_name=step.name, input=validated, created_by=who,
         )
         process.resume()
         process.run()
         ProcessStep.objects.create(
-            process=process, name=step.name, status=StepStatus.SUCCESS, state=state, created_by=who,
+            process=process, name=step.name, status=StepStatus.SUCCESS, state=state,
+            delta=statelog.diff(before, state), created_by=who,
             started_at=started, completed_at=timezone.now(), attempt=process.current_attempt,
         )
         process.current_step += 1
@@ -280,6 +283,7 @@ def skip_step(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") 
         now = timezone.now()
         ProcessStep.objects.create(
             process=process, name=step.name, status=StepStatus.SKIPPED, state=engine.current_state(process),
+            delta=statelog.no_change(),
             error=text, created_by=who, started_at=now, completed_at=now, attempt=process.current_attempt,
         )
         process.resume()
@@ -319,7 +323,7 @@ def pending_form(process: Process) -> dict[str, Any] | None:
     initial: dict[str, Any] = {}
     try:
         with transaction.atomic():
-            initial = call_step(step, engine.current_state(process), acting_user=process.acting_user)
+            initial, _ = call_step(step, engine.current_state(process), acting_user=process.acting_user)
             transaction.set_rollback(True)
     except Exception as exc:  # a form without initial values is still a form
         logger.warning("process %s: initial values for %r failed: %s", process.process_id, step.name, exc)

@@ -19,6 +19,7 @@ from orchestrator_site.errors import NotFound
 from processes.dberrors import connection_lost, drop_connection, storable_text
 from processes.lookups import current_state, get_process, step_label
 from processes.models import Process, ProcessLease, ProcessStatus, ProcessStep, StepStatus
+from processes.statelog import no_change, to_json
 from workflows.dsl import StepKind
 from workflows.registry import WorkflowSpec, get_workflow
 
@@ -47,7 +48,7 @@ def abort_locked(process: Process, who: str, reason: str = "") -> str:
     text = storable_text(f"aborted by {who}" + (f": {reason}" if reason else ""), 2000)
     now = timezone.now()
     ProcessStep.objects.create(
-        process=process, name="Abort", status=StepStatus.ABORT, state=current_state(process),
+        process=process, name="Abort", status=StepStatus.ABORT, state=current_state(process), delta=no_change(),
         error=text, created_by=who, started_at=now, completed_at=now, attempt=1,
     )
     process.abort(text)
@@ -108,7 +109,7 @@ def _record_failure(process_id: uuid.UUID | str, exc: BaseException, started: An
         ProcessStep.objects.create(
             process=process, name=name,
             status=StepStatus.WAITING if retrying and process.current_attempt < max_tries else StepStatus.FAILED,
-            state=state, error=message, error_type=type(exc).__qualname__, traceback=trace,
+            state=state, delta=no_change(), error=message, error_type=type(exc).__qualname__, traceback=trace,
             created_by=process.acting_user, started_at=started, completed_at=timezone.now(),
             attempt=process.current_attempt,
         )
@@ -146,32 +147,33 @@ def _abort_if_requested(process: Process) -> None:
 
 def _record_minimal_failure(process_id: uuid.UUID | str, exc: BaseException, why: BaseException,
                             started: Any) -> None:
-    """The fallback record: sanitised short text, and the state copied by the database itself from the
-    process's last log row (what Python holds may be what could not be stored)."""
+    """The fallback record: sanitised short text and no state from Python (what Python holds may be what
+    could not be stored): the row changes nothing, so the state stays what the log has."""
     message = (f"{type(exc).__name__}: {describe(exc)} (the full record of this failure could not be written: "
                f"{type(why).__name__}: {why})")
     fail_running(process_id, message, error_type=type(exc).__qualname__[:200], started=started)
 
 
-def _insert_failed_row_copying_state(process: Process, name: str, message: str, error_type: str,
-                                     started: Any) -> None:
+def _insert_failed_row(process: Process, name: str, message: str, error_type: str, started: Any) -> None:
+    """A failed row that changed nothing (its state is that of the row before it, read through the log), in
+    plain SQL with only text and numbers from Python: what Python holds may be what could not be stored."""
     table = connection.ops.quote_name(ProcessStep._meta.db_table)
 
     def col(field: str) -> str:
         return connection.ops.quote_name(ProcessStep._meta.get_field(field).column)
 
-    columns = ["process", "name", "status", "state", "error", "error_type", "traceback", "created_by",
+    columns = ["process", "name", "status", "delta", "error", "error_type", "traceback", "created_by",
                "started_at", "completed_at", "attempt"]
     when = ProcessStep._meta.get_field("started_at")
     pid = Process._meta.pk.get_db_prep_value(process.process_id, connection)
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
     sql = (
-        f"INSERT INTO {table} ({', '.join(col(c) for c in columns)}) VALUES (%s, %s, %s, "
-        f"COALESCE((SELECT s.{col('state')} FROM {table} s WHERE s.{col('process')} = %s "
-        f"ORDER BY s.{col('id')} DESC LIMIT 1), %s), %s, %s, '', %s, %s, %s, %s)"
+        f"INSERT INTO {table} ({', '.join(col(c) for c in columns)}) "
+        f"VALUES (%s, %s, %s, %s{cast}, %s, %s, '', %s, %s, %s, %s)"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [
-            pid, name, StepStatus.FAILED, pid, "{}", message, error_type,
+            pid, name, StepStatus.FAILED, to_json(no_change()), message, error_type,
             storable_text(process.acting_user, 150), when.get_db_prep_value(started, connection),
             when.get_db_prep_value(timezone.now(), connection), process.current_attempt,
         ])
@@ -182,7 +184,7 @@ def fail_running(process_id: uuid.UUID | str, reason: str, error_type: str = "",
 
     For a reason of the engine's own (a run that kept dying, a database that stayed away, no worker) and
     for the minimal record of a step's failure. The reason is logged on a failed row of the step the
-    process is at, whose state the database copies from the last row, and given with that step's name on
+    process is at, which changes nothing in the state, and given with that step's name on
     the process row. Its run record goes with it.
     """
     with transaction.atomic():
@@ -191,7 +193,7 @@ def fail_running(process_id: uuid.UUID | str, reason: str, error_type: str = "",
             return False
         name = storable_text(step_label(process.workflow_version, process.current_step), 200)
         reason = storable_text(reason, 4000)
-        _insert_failed_row_copying_state(process, name, reason, error_type, started or timezone.now())
+        _insert_failed_row(process, name, reason, error_type, started or timezone.now())
         process.fail(f"{name}: {reason}")
         process.current_attempt += 1
         process.last_step = name

@@ -20,6 +20,7 @@ from processes.dberrors import connection_lost, storable_text
 from processes.errors import EnginePaused, ExecutorUnavailable
 from processes.executors import submit_after_commit
 from processes.models import ABORTABLE, Process, ProcessLease, ProcessStatus, ProcessStep, StepStatus
+from processes.statelog import no_change
 
 # Who starts scheduled tasks and retries waiting processes, in the log and the process's created_by.
 SCHEDULER_ACTOR = "scheduler"
@@ -83,7 +84,7 @@ def _stop_retrying(process_id: uuid.UUID, exc: BaseException) -> None:
             now = timezone.now()
             ProcessStep.objects.create(
                 process=process, name=process.last_step or "Automatic retry", status=StepStatus.FAILED,
-                state=engine.current_state(process), error=reason, error_type=type(exc).__qualname__,
+                state=engine.current_state(process), delta=no_change(), error=reason, error_type=type(exc).__qualname__,
                 created_by=SCHEDULER_ACTOR, started_at=now, completed_at=now, attempt=process.current_attempt,
             )
             process.stop_waiting(reason)

@@ -19,6 +19,7 @@ from django.db import connection
 
 from processes.leases import Lease
 from processes.models import EngineSettings, InputState, Process, ProcessLease, ProcessStep
+from processes.statelog import Entry
 from workflows.models import Workflow
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,15 @@ def lock(process_id: uuid.UUID | str) -> Locked | None:
                   owner, (abort_by or "?") if abort_at is not None else None, abort_reason or "")
 
 
-_STEP_COLUMNS = ("process", "name", "status", "state", "created_by", "started_at", "completed_at", "attempt")
+_STEP_COLUMNS = ("process", "name", "status", "state", "delta", "created_by", "started_at", "completed_at", "attempt")
+_JSON_COLUMNS = ("state", "delta")
+
+
+def _placeholders(vendor: str) -> str:
+    # The state and delta come as JSON text (statelog serialised them, and knows their size); PostgreSQL
+    # is told it is jsonb.
+    cast = "::jsonb" if vendor == "postgresql" else ""
+    return ", ".join(f"%s{cast}" if name in _JSON_COLUMNS else "%s" for name in _STEP_COLUMNS)
 
 
 @cache
@@ -109,7 +118,7 @@ def _advance_sql(vendor: str, with_status: bool, lease: str) -> tuple[str, ...]:
     step_columns = [_column(ProcessStep, n) for n in (*_STEP_COLUMNS, "error", "error_type", "traceback")]
     insert = (
         f"INSERT INTO {s} ({', '.join(step_columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(_STEP_COLUMNS))}, '', '', '')"
+        f"VALUES ({_placeholders(vendor)}, '', '', '')"
     )
     if vendor == "postgresql":
         # One round trip: the process update and the lease ride along with the log insert.
@@ -118,9 +127,10 @@ def _advance_sql(vendor: str, with_status: bool, lease: str) -> tuple[str, ...]:
     return (update, lease_sql, insert) if lease_sql else (update, insert)
 
 
-def advance(locked: Locked, *, step_name: str, step_status: str, state: dict[str, Any], started: datetime,
+def advance(locked: Locked, *, step_name: str, step_status: str, entry: Entry, started: datetime,
             finished: datetime, lease: Lease, new_status: str | None = None, last: bool = False) -> None:
-    """Log the step with the state after it, and move the process to its next step, in this transaction.
+    """Log the step with what it changed (and the whole state when a snapshot is due: `entry`), and move
+    the process to its next step, in this transaction.
 
     `new_status` is the status a transition method chose (for the last step: completed); without it the
     status stays as it is. The run's lease is renewed, or let go when this is its `last` step.
@@ -136,7 +146,7 @@ def advance(locked: Locked, *, step_name: str, step_status: str, state: dict[str
     if lease_action != "keep":
         lease_params += [pid, lease.owner]
     insert_params = [
-        pid, step_name, step_status, prep.state(state), locked.acting_user, prep.when(started),
+        pid, step_name, step_status, entry.state_json, entry.delta_json, locked.acting_user, prep.when(started),
         prep.when(finished), locked.current_attempt,
     ]
     statements = _advance_sql(connection.vendor, new_status is not None, lease_action)
@@ -155,14 +165,10 @@ def advance(locked: Locked, *, step_name: str, step_status: str, state: dict[str
 class _Prep:
     """Values adapted for this connection the way the ORM would adapt them."""
 
-    _state_field = ProcessStep._meta.get_field("state")
     _when_field = ProcessStep._meta.get_field("started_at")
 
     def pk(self, value: uuid.UUID | str) -> Any:
         return Process._meta.pk.get_db_prep_value(value, connection)
-
-    def state(self, value: dict[str, Any]) -> Any:
-        return self._state_field.get_db_prep_value(value, connection)
 
     def when(self, value: datetime) -> Any:
         return self._when_field.get_db_prep_value(value, connection)
@@ -178,6 +184,7 @@ def _create_sql() -> str:
         "workflow_version")]
     ic = [_column(InputState, n) for n in ("process", "input_type", "step_name", "input", "created_by", "input_time")]
     sc = [_column(ProcessStep, n) for n in (*_STEP_COLUMNS, "error", "error_type", "traceback")]
+    # The first row is a snapshot (the initial state) without a delta: shown, its delta is "all added".
     pid = _column(Process, "process_id")
     # Casts: with server-side binding PostgreSQL must know each parameter's type in a SELECT list.
     return (
@@ -193,13 +200,13 @@ def _create_sql() -> str:
         f"{_column(ProcessLease, 'owner')}, {_column(ProcessLease, 'expires_at')}, "
         f"{_column(ProcessLease, 'position')}) SELECT {pid}, %s, %s::timestamptz, 1 FROM p) "
         f"INSERT INTO {s} ({', '.join(sc)}) "
-        f"SELECT {pid}, %s, %s, %s::jsonb, %s, %s::timestamptz, %s::timestamptz, 1, '', '', '' FROM p "
+        f"SELECT {pid}, %s, %s, %s::jsonb, NULL, %s, %s::timestamptz, %s::timestamptz, 1, '', '', '' FROM p "
         f"RETURNING {_column(ProcessStep, 'process')}"
     )
 
 
 def create(*, process_id: uuid.UUID, workflow_name: str, status: str, first_step: str, who: str, is_task: bool,
-           version: list[str], user_input: dict[str, Any], state: dict[str, Any], now: datetime,
+           version: list[str], user_input: dict[str, Any], state_json: str, now: datetime,
            input_type: str, step_status: str, owner: str, expires_at: datetime) -> bool:
     """On PostgreSQL, create the process, its initial input, its first log row and its run record (held by
     `owner`, or queued when `owner` is empty, until `expires_at`) in one statement.
@@ -217,7 +224,7 @@ def create(*, process_id: uuid.UUID, workflow_name: str, status: str, first_step
         version_field.get_db_prep_value(version, connection), workflow_name,
         input_type, input_field.get_db_prep_value(user_input, connection), who, prep.when(now),
         owner, prep.when(expires_at),
-        first_step, step_status, prep.state(state), who, prep.when(now), prep.when(now),
+        first_step, step_status, state_json, who, prep.when(now), prep.when(now),
     ]
     with connection.cursor() as cursor:
         cursor.execute(_create_sql(), params)

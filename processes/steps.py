@@ -9,7 +9,7 @@ from typing import Any
 from processes.errors import StepError
 from processes.state import to_json_value
 from subscriptions.domain import SubscriptionModel
-from workflows.dsl import Param, Step
+from workflows.dsl import REMOVE, Param, Step
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +32,16 @@ def _subscription_id(param: Param, state: dict[str, Any], step: Step) -> Any:
     )
 
 
-def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> dict[str, Any]:
-    """Run `step` with its parameters taken from `state`; return the new state.
+def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run `step` with its parameters taken from `state`; return the new state and what the step changed
+    (its delta: keys added, keys changed with their new values, keys removed).
 
     A parameter named `state` gets (a copy of) the whole state; one annotated with a domain model
     class gets that subscription loaded; `acting_user` gets who the process now runs for (its creator, or
     whoever retried or resumed it; not stored in the state); any other comes from the key of the same
     name, or its default.
     Domain models a step received or returned are saved, in the step's transaction, and stored in the
-    state as their subscription id.
+    state as their subscription id. A key returned with the value REMOVE is taken out of the state.
     """
     kwargs: dict[str, Any] = {}
     models: list[SubscriptionModel] = []
@@ -74,16 +75,31 @@ def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> di
             f"the state, or nothing"
         )
     new_state = dict(state)
+    # The delta is worked out from what the step returned only: its cost is that of the step's own
+    # output, not of the whole state (which the log no longer stores at every step).
+    added: dict[str, Any] = {}
+    changed: dict[str, Any] = {}
+    removed: list[str] = []
     for key, value in result.items():
         if not isinstance(key, str) or "\x00" in key:
             raise StepError(f"step {step.name!r} returned a key {key!r} that is not text the state can store")
+        if value is REMOVE:
+            if key in new_state:
+                del new_state[key]
+                removed.append(key)
+            continue
         if isinstance(value, SubscriptionModel):
             if all(value is not m for m in models):
                 models.append(value)
-            new_state[key] = str(value.subscription.subscription_id)
+            stored: Any = str(value.subscription.subscription_id)
         else:
-            new_state[key] = to_json_value(value, step=step.name, key=key)
+            stored = to_json_value(value, step=step.name, key=key)
+        if key not in state:
+            added[key] = stored
+        elif state[key] is not stored and state[key] != stored:
+            changed[key] = stored
+        new_state[key] = stored
     # Saved in the step's transaction: the model's writes commit with the log row, or not at all.
     for model in models:
         model.save()
-    return new_state
+    return new_state, {"added": added, "changed": changed, "removed": sorted(removed)}

@@ -14,6 +14,26 @@ logger = logging.getLogger(__name__)
 State = dict[str, Any]
 
 
+class _Remove:
+    """The value a step returns for a key to take it out of the state: `return {"scratch": REMOVE}`."""
+
+    _instance: _Remove | None = None
+
+    def __new__(cls) -> _Remove:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+    def __reduce__(self) -> str:
+        return "REMOVE"
+
+
+REMOVE = _Remove()
+
+
 class StepKind(StrEnum):
     STEP = "step"
     INPUT = "input"

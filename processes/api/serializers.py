@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -136,23 +137,41 @@ class StateDeltaSerializer(serializers.Serializer):
 
 
 class ProcessStepSerializer(serializers.ModelSerializer):
+    """A row of the step log with what the step changed; its whole state is one request away (`url`)."""
+
+    number = serializers.IntegerField(read_only=True, help_text="Its place in the log, from 1.")
     status = serializers.ChoiceField(choices=StepStatus.choices, read_only=True)
-    state = serializers.DictField(read_only=True, help_text="The full state after the step (for a failed step: "
-                                                            "the state it started from).")
-    state_delta = StateDeltaSerializer(read_only=True, help_text="What changed relative to the previous row.")
+    state_delta = StateDeltaSerializer(read_only=True, help_text="What the step changed in the state (a failed "
+                                                                 "step: nothing, its work rolled back).")
     traceback = serializers.SerializerMethodField(
         help_text="The failed step's traceback: staff only (null for others)."
     )
+    url = serializers.SerializerMethodField(help_text="This step with the whole state after it.")
 
     class Meta:
         model = ProcessStep
-        fields = ["name", "status", "state", "state_delta", "started_at", "completed_at", "created_by", "attempt",
-                  "error", "error_type", "traceback"]
+        fields = ["number", "name", "status", "state_delta", "started_at", "completed_at", "created_by", "attempt",
+                  "error", "error_type", "traceback", "url"]
         read_only_fields = fields
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_traceback(self, row: ProcessStep) -> str | None:
         return row.traceback if self.context.get("show_tracebacks") else None
+
+    def get_url(self, row: ProcessStep) -> str:
+        path = reverse("process-step-detail", args=[row.process_id, row.number])  # type: ignore[attr-defined]
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+class ProcessStepStateSerializer(ProcessStepSerializer):
+    state = serializers.DictField(source="full_state", read_only=True,
+                                  help_text="The whole state after the step (a failed step: the state it "
+                                            "started from).")
+
+    class Meta(ProcessStepSerializer.Meta):
+        fields = [*ProcessStepSerializer.Meta.fields, "state"]
+        read_only_fields = fields
 
 
 class PendingFormSerializer(serializers.Serializer):
@@ -202,7 +221,12 @@ class SubscriptionDeltaSerializer(serializers.Serializer):
 
 
 class ProcessDetailSerializer(ProcessListItemSerializer):
-    steps = ProcessStepSerializer(source="step_rows", many=True, read_only=True)
+    steps = ProcessStepSerializer(source="step_rows", many=True, read_only=True,
+                                  help_text="The newest steps (at most STEPS_PAGE_SIZE, 50 by default), oldest first, "
+                                            "each with what it changed; `earlier_steps` pages back to the others.")
+    steps_count = serializers.IntegerField(read_only=True, help_text="How many rows the step log holds in all.")
+    earlier_steps = serializers.CharField(read_only=True, allow_null=True,
+                                          help_text="The page of steps before those shown; null when all are shown.")
     pending_steps = serializers.ListField(
         child=serializers.CharField(), read_only=True,
         help_text="Names of the steps still to run, from the current one; empty once completed or aborted.",
@@ -218,7 +242,8 @@ class ProcessDetailSerializer(ProcessListItemSerializer):
                   "for processes that take no subscription (creates, validations, tasks).")
 
     class Meta(ProcessListItemSerializer.Meta):
-        fields = [*ProcessListItemSerializer.Meta.fields, "next_retry_at", "steps", "pending_steps", "form",
+        fields = [*ProcessListItemSerializer.Meta.fields, "next_retry_at", "steps", "steps_count", "earlier_steps",
+                  "pending_steps", "form",
                   "current_state", "run", "subscription_delta"]
         read_only_fields = fields
 

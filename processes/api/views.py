@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from orchestrator_site.api import error_responses
 from orchestrator_site.errors import NotFound
-from processes import engine, idempotency, operations, services
+from processes import engine, idempotency, operations, services, steppages
 from processes.api.filters import ProcessFilter, ProcessSearchFilter
 from processes.api.serializers import (
     AbortPendingSerializer,
@@ -32,7 +32,8 @@ from processes.api.serializers import (
     StartProcessSerializer,
     StatusCountsSerializer,
 )
-from processes.models import Process, ProcessLease, ProcessStatus, ProcessStep, ProcessSubscription
+from processes.api.step_views import annotate, steps_url
+from processes.models import Process, ProcessLease, ProcessStatus, ProcessSubscription
 from processes.subscription_delta import subscription_delta
 from workflows.registry import get_workflow
 
@@ -48,15 +49,6 @@ class CanRunProcesses(permissions.BasePermission):
 
 READ_ERRORS = error_responses(401, 404)
 ACTION_ERRORS = error_responses(400, 401, 403, 404, 409, 503)
-
-
-def state_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """What a step did to the state: keys added and changed (with their new values) and keys removed."""
-    return {
-        "added": {key: value for key, value in after.items() if key not in before},
-        "changed": {key: value for key, value in after.items() if key in before and before[key] != value},
-        "removed": sorted(key for key in before if key not in after),
-    }
 
 
 def _etag(last_modified_at: Any, process_status: str, staff: bool) -> str:
@@ -123,21 +115,21 @@ class ProcessViewSet(viewsets.GenericViewSet):
             if tag in parse_etags(wanted) or wanted.strip() == "*":
                 return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
         process = engine.get_process(id)
-        rows = ProcessStep.objects.filter(process=process).order_by("id")
-        if not staff:
-            rows = rows.defer("traceback")  # tracebacks are long, and not shown to them
-        previous: dict[str, Any] = {}
-        step_rows = list(rows)
-        for step_row in step_rows:
-            step_row.state_delta = state_delta(previous, step_row.state)  # type: ignore[attr-defined]
-            previous = step_row.state
-        process.step_rows = step_rows  # type: ignore[attr-defined]
+        # The newest page of the log only: a long process's whole log (each row with the state after it)
+        # made answers of many megabytes. Its last row gives the current state, with no query of its own.
+        page = steppages.step_page(process, with_traceback=staff)
+        process.step_rows = annotate(process, page)  # type: ignore[attr-defined]
+        process.steps_count = page.total  # type: ignore[attr-defined]
+        earlier = page.earlier_offset
+        process.earlier_steps = (  # type: ignore[attr-defined]
+            steps_url(request, process.pk, earlier, page.limit) if earlier is not None else None)
+        current = page.items[-1][1].after if page.items else {}
         process.pending_steps = self._pending_steps(process)  # type: ignore[attr-defined]
         process.form = self._form(process)  # type: ignore[attr-defined]
-        process.current_state = engine.current_state(process)  # type: ignore[attr-defined]
+        process.current_state = current  # type: ignore[attr-defined]
         process.subscription_delta = subscription_delta(process, process.current_state)  # type: ignore[attr-defined]
         process.run_record = ProcessLease.objects.filter(process=process).first()  # type: ignore[attr-defined]
-        data = ProcessDetailSerializer(process, context={"show_tracebacks": staff}).data
+        data = ProcessDetailSerializer(process, context={"show_tracebacks": staff, "request": request}).data
         return Response(data, headers={"ETag": _etag(process.last_modified_at, process.status, staff),
                                        "Cache-Control": "private, no-cache"})
 

@@ -153,7 +153,7 @@ def test_staff_resumes_a_suspended_process_through_its_form(page, shot, live_ser
     assert status_in_db(process) == "completed"
     given = InputState.objects.get(process=process, input_type="user_input")
     assert (given.input, given.step_name) == ({"colour": "green"}, "Choose a colour")
-    assert ProcessStep.objects.get(process=process, name="Needs a key").state["seen"] == "green"
+    assert ProcessStep.objects.get(process=process, name="Needs a key").state_after()["seen"] == "green"
 
 
 def test_staff_read_a_stuck_subscriptions_page_and_set_it_in_sync(page, shot, live_server, staff):

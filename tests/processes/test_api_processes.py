@@ -15,7 +15,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from processes import idempotency
-from processes.api.views import state_delta
 from processes.models import (
     EngineSettings,
     IdempotencyKey,
@@ -26,6 +25,7 @@ from processes.models import (
     ProcessSubscription,
 )
 from processes.services import start_process
+from processes.statelog import diff as state_delta
 from subscriptions.models import Product, Subscription
 from tests.factories import SubscriptionFactory, UserFactory
 from tests.processes import flows
@@ -530,19 +530,23 @@ def test_the_detail_shows_steps_with_state_deltas_and_no_pending_steps_once_comp
     assert names == get_workflow("create_node").steps.names
     rows = {row["name"]: row for row in body["steps"]}
     first = rows["Start"]
-    assert first["state_delta"] == {"added": first["state"], "changed": {}, "removed": []}
-    assert first["state"]["node_name"] == "rt1" and first["state"]["inventory_id"] == 7
+    first_state = api.get(first["url"]).json()["state"]
+    assert first["state_delta"] == {"added": first_state, "changed": {}, "removed": []}
+    assert first_state["node_name"] == "rt1" and first_state["inventory_id"] == 7
     subscription_id = body["subscriptions"][0]
     assert rows["Create subscription"]["state_delta"] == {
         "added": {"subscription_id": subscription_id}, "changed": {}, "removed": [],
     }
     loopback = rows["Allocate loopback in IPAM"]
     assert list(loopback["state_delta"]["added"]) == ["ipv4_loopback"]
-    assert loopback["state_delta"]["added"]["ipv4_loopback"] == loopback["state"]["ipv4_loopback"]
+    loopback_state = api.get(loopback["url"]).json()["state"]
+    assert loopback["state_delta"]["added"]["ipv4_loopback"] == loopback_state["ipv4_loopback"]
     assert rows["Set subscription active"]["state_delta"] == {"added": {}, "changed": {}, "removed": []}
-    assert body["current_state"] == body["steps"][-1]["state"]
-    assert set(first) == {"name", "status", "state", "state_delta", "started_at", "completed_at", "created_by",
-                          "attempt", "error", "error_type", "traceback"}
+    assert body["current_state"] == api.get(body["steps"][-1]["url"]).json()["state"]
+    assert set(first) == {"number", "name", "status", "state_delta", "started_at", "completed_at", "created_by",
+                          "attempt", "error", "error_type", "traceback", "url"}
+    assert [row["number"] for row in body["steps"]] == list(range(1, len(names) + 1))
+    assert body["steps_count"] == len(names) and body["earlier_steps"] is None
     assert (first["status"], first["created_by"], first["attempt"]) == ("success", "runner", 1)
 
 
@@ -739,18 +743,26 @@ def test_the_list_runs_the_same_number_of_queries_for_5_and_50_processes(api):
 
 
 @pytest.mark.django_db
-def test_the_detail_runs_the_same_number_of_queries_for_3_and_30_steps(api):
+def test_the_detail_runs_the_same_number_of_queries_for_3_and_30_steps_and_for_60_and_600(api):
     subscription = SubscriptionFactory(product=Product.objects.create(name="P", product_type="Generic"))
-    small, big = _processes(2, subscription)
+    small, big, long, longer = _processes(4, subscription)
     now = timezone.now()
-    for process, count in ((small, 3), (big, 30)):
+    for process, count in ((small, 3), (big, 30), (long, 60), (longer, 600)):
+        # Rows as the engine writes them: a snapshot now and then, deltas in between.
         ProcessStep.objects.bulk_create(
-            ProcessStep(process=process, name=f"step {n}", status="success", state={"n": n}, created_by="bulk",
-                        started_at=now, completed_at=now)
+            ProcessStep(process=process, name=f"step {n}", status="success", created_by="bulk",
+                        state={"n": n} if n % 20 == 0 else None,
+                        delta={"added": {}, "changed": {"n": n}, "removed": []}, started_at=now, completed_at=now)
             for n in range(count)
         )
 
     few, many = _queries(api, detail(small.pk)), _queries(api, detail(big.pk))
+    one_page_of_many, one_page_of_more = _queries(api, detail(long.pk)), _queries(api, detail(longer.pk))
 
     assert len(api.get(detail(big.pk)).json()["steps"]) == 30
     assert few == many <= 5
+    # Past one page: one more query (the state before the page), however long the log.
+    assert one_page_of_many == one_page_of_more == few + 1
+    body = api.get(detail(longer.pk)).json()
+    assert len(body["steps"]) == 50 and body["steps_count"] == 600
+    assert body["current_state"] == {"n": 599}

@@ -50,7 +50,7 @@ def test_a_failing_step_leaves_none_of_its_writes_and_retry_completes_from_the_l
     assert "Traceback" in failed.traceback and "write_b_then_fail" in failed.traceback
     assert process.failed_reason == "Write B then maybe fail: the external system said no"
     # The failed row holds the state of the last successful step, which a retry starts from.
-    assert failed.state["a_written"] is True and "b_written" not in failed.state
+    assert failed.state_after()["a_written"] is True and "b_written" not in failed.state_after()
 
     retried = retry_process(pid, by="bob")
 
@@ -92,9 +92,10 @@ def test_every_step_is_logged_once_with_the_full_state_after_it():
     assert process.status == "completed"
     rows = list(ProcessStep.objects.filter(process=process).order_by("id"))
     assert [r.name for r in rows] == ["Start", "Write A", "Write B then maybe fail", "Write C", "Done"]
-    assert rows[0].state["created_by"] == "carol" and rows[0].state["process_id"] == str(process.process_id)
-    assert rows[2].state["a_written"] and rows[2].state["b_written"]
-    assert {"a_written", "b_written", "c_written"} <= set(rows[3].state)
+    first = rows[0].state_after()
+    assert first["created_by"] == "carol" and first["process_id"] == str(process.process_id)
+    assert rows[2].state_after()["a_written"] and rows[2].state_after()["b_written"]
+    assert {"a_written", "b_written", "c_written"} <= set(rows[3].state_after())
     assert all(r.created_by == "carol" and r.completed_at >= r.started_at for r in rows)
 
 

@@ -32,7 +32,7 @@ def test_suspended_then_invalid_input_refused_then_valid_input_completes():
     resumed = resume_process(process.process_id, {"colour": "green"}, by="bob")
 
     assert resumed.status == "completed"
-    assert ProcessStep.objects.filter(process=process, name="Needs a key").get().state["seen"] == "green"
+    assert ProcessStep.objects.filter(process=process, name="Needs a key").get().state_after()["seen"] == "green"
     given = InputState.objects.filter(process=process, input_type="user_input").get()
     assert (given.input, given.created_by, given.step_name) == ({"colour": "green"}, "bob", "Choose a colour")
 

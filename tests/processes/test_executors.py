@@ -85,7 +85,7 @@ def test_the_threadpool_runs_a_process_to_the_end_off_the_callers_thread(setting
     finally:
         threadpool.shutdown(wait=True)
     for process_id in ids:
-        state = ProcessStep.objects.filter(process_id=process_id, name="Note the thread").get().state
+        state = ProcessStep.objects.filter(process_id=process_id, name="Note the thread").get().state_after()
         assert state["thread"].startswith("orchestrator-process")
         assert state["thread"] != threading.current_thread().name
         assert step_counts(process_id)["Note the thread"] == 1

@@ -576,4 +576,4 @@ def test_the_engine_runs_past_a_conditional_abort_when_false_and_aborts_when_tru
             ("Start", "success"), ("Alpha", "success"), ("Abort", "skipped"), ("Record the run", "success"),
             ("Done", "complete"),
         ]
-        assert ProcessStep.objects.filter(process=process).order_by("id").last().state["ran_after_the_abort"]
+        assert ProcessStep.objects.filter(process=process).order_by("id").last().state_after()["ran_after_the_abort"]

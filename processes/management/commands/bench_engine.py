@@ -163,8 +163,10 @@ class Command(OneLineCommand):
                   f"one connection, per step: insert step row + update process row + commit)")
         out.write(f"ratio:         {engine_rate / baseline_rate:.2f} (engine / baseline)")
         out.write(f"step log:      engine {engine_bytes / processes / 1024:,.1f} kB per process "
-                  f"({engine_bytes / processes / logged:,.0f} bytes per step); baseline (each step's changes only) "
-                  f"{baseline_bytes / processes / 1024:,.1f} kB per process; each body step adds {payload:,} bytes")
+                  f"({engine_bytes / processes / steps:,.0f} bytes per body step); baseline (each step's changes "
+                  f"only) {baseline_bytes / processes / 1024:,.1f} kB per process "
+                  f"({baseline_bytes / processes / steps:,.0f} bytes per body step); each body step adds "
+                  f"{payload:,} bytes")
         body = split.steps[:steps]
         statements = [len([sql for sql in queries if not _is_transaction_control(sql)]) for queries in body]
         done = len(split.steps[steps]) if len(split.steps) > steps else 0
@@ -344,7 +346,7 @@ def _log_bytes(process_ids: list[uuid.UUID]) -> int:
     table = connection.ops.quote_name(ProcessStep._meta.db_table)
     column = connection.ops.quote_name(ProcessStep._meta.get_field("process").column)
     size = ("pg_column_size(s.*)" if connection.vendor == "postgresql"
-            else "length(s.state) + length(s.name) + 60")
+            else "COALESCE(length(s.state), 0) + COALESCE(length(s.delta), 0) + length(s.name) + 60")
     total = 0
     for first in range(0, len(process_ids), DELETE_CHUNK):
         chunk = [Process._meta.pk.get_db_prep_value(pk, connection) for pk in process_ids[first:first + DELETE_CHUNK]]

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from orchestrator_site.errors import NotFound
-from processes.engine import get_process
+from processes.engine import current_state, get_process
 from processes.management.commands._base import ProcessCommand
 from processes.models import ProcessStep
 from processes.operations import pending_form
@@ -41,7 +41,8 @@ class Command(ProcessCommand):
             self.stdout.write(f"reason     {process.failed_reason}")
         self.stdout.write("")
         self.stdout.write(f"  #  {'step':<34} {'status':<17} {'started':<19} {'took':>8}  {'by':<12} try")
-        rows = list(ProcessStep.objects.filter(process=process).order_by("id"))
+        # The timeline needs no state: the rows' state columns stay in the database.
+        rows = list(ProcessStep.objects.filter(process=process).order_by("id").defer("state", "delta"))
         for number, row in enumerate(rows, 1):
             self.stdout.write(
                 f"{number:>3}  {row.name[:34]:<34} {row.status:<17} {row.started_at:%Y-%m-%d %H:%M:%S} "
@@ -63,4 +64,4 @@ class Command(ProcessCommand):
             self.stdout.write(f"form (JSON Schema): {json.dumps(form['schema'])}")
         if state and rows:
             self.stdout.write("")
-            self.stdout.write(json.dumps(rows[-1].state, indent=2, sort_keys=True))
+            self.stdout.write(json.dumps(current_state(process), indent=2, sort_keys=True))

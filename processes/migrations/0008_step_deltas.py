@@ -1,0 +1,48 @@
+"""Step rows keep their step's delta; the whole state only on snapshot rows (processes.statelog).
+
+Existing rows keep their whole state and get no delta: each reads as a snapshot, so nothing is rewritten.
+On PostgreSQL the snapshot index is built CONCURRENTLY, so a large step log stays writable meanwhile.
+"""
+
+from django.contrib.postgres.operations import AddIndexConcurrently
+from django.db import migrations, models
+
+
+class AddIndexWithoutBlocking(AddIndexConcurrently):
+    """CREATE INDEX CONCURRENTLY on PostgreSQL; a plain CREATE INDEX elsewhere (SQLite)."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            return super().database_forwards(app_label, schema_editor, from_state, to_state)
+        return migrations.AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            return super().database_backwards(app_label, schema_editor, from_state, to_state)
+        return migrations.AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+
+
+class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
+
+    dependencies = [
+        ("processes", "0007_list_indexes"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="processstep",
+            name="delta",
+            field=models.JSONField(blank=True, null=True),
+        ),
+        migrations.AlterField(
+            model_name="processstep",
+            name="state",
+            field=models.JSONField(blank=True, default=None, null=True),
+        ),
+        AddIndexWithoutBlocking(
+            model_name="processstep",
+            index=models.Index(condition=models.Q(("state__isnull", False)), fields=["process", "id"],
+                               name="processstep_snapshots"),
+        ),
+    ]
