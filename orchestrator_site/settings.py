@@ -212,6 +212,7 @@ SPECTACULAR_SETTINGS = {
     # Several models have a `status` with its own choices: name each set, or the schema gets hashed names.
     "ENUM_NAME_OVERRIDES": {
         "ProcessStatusEnum": "processes.models.ProcessStatus",
+        "StepStatusEnum": "processes.models.StepStatus",
         "SubscriptionLifecycleEnum": "subscriptions.lifecycle.SubscriptionLifecycle",
         "ProductLifecycleEnum": "subscriptions.models.ProductLifecycle",
     },

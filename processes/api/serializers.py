@@ -165,13 +165,26 @@ class ProcessStepSerializer(serializers.ModelSerializer):
 
 
 class ProcessStepStateSerializer(ProcessStepSerializer):
-    state = serializers.DictField(source="full_state", read_only=True,
-                                  help_text="The whole state after the step (a failed step: the state it "
-                                            "started from).")
+    state = serializers.SerializerMethodField(
+        help_text="The whole state after the step (a failed step: the state it started from); in the steps list "
+                  "only with ?with_state=true, null otherwise.")
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_state(self, row: ProcessStep) -> dict[str, Any] | None:
+        return getattr(row, "full_state", None)
 
     class Meta(ProcessStepSerializer.Meta):
         fields = [*ProcessStepSerializer.Meta.fields, "state"]
         read_only_fields = fields
+
+
+class ProcessStepPageSerializer(serializers.Serializer):
+    """A page of a process's step log (`?limit=&offset=`), oldest first."""
+
+    count = serializers.IntegerField(help_text="Rows in the whole log.")
+    next = serializers.URLField(allow_null=True, help_text="The next page; null on the last.")
+    previous = serializers.URLField(allow_null=True, help_text="The page before; null on the first.")
+    results = ProcessStepStateSerializer(many=True, help_text="The steps; `state` is null without ?with_state=true.")
 
 
 class PendingFormSerializer(serializers.Serializer):

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from orchestrator_site.api import Pagination, error_responses
 from orchestrator_site.errors import NotFound
 from processes import engine, steppages
-from processes.api.serializers import ProcessStepSerializer, ProcessStepStateSerializer
+from processes.api.serializers import ProcessStepPageSerializer, ProcessStepStateSerializer
 from processes.models import Process, ProcessStep
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class ProcessStepListView(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
     @extend_schema(
-        tags=["processes"], summary="List a process's steps, oldest first, each with what it changed",
+        tags=["processes"], operation_id="processes_steps_list",
+        summary="List a process's steps, oldest first, each with what it changed",
         parameters=[
             OpenApiParameter("limit", OpenApiTypes.INT, description="Steps per page (default STEPS_PAGE_SIZE, "
                                                                     "at most API_MAX_PAGE_SIZE)."),
@@ -61,7 +62,7 @@ class ProcessStepListView(APIView):
             OpenApiParameter("with_state", OpenApiTypes.BOOL,
                              description="Also give the whole state after each step (larger answers)."),
         ],
-        responses={200: ProcessStepStateSerializer(many=True), **error_responses(400, 401, 404)},
+        responses={200: ProcessStepPageSerializer, **error_responses(400, 401, 404)},
     )
     def get(self, request: Request, id: str) -> Response:
         process = engine.get_process(id)
@@ -70,8 +71,7 @@ class ProcessStepListView(APIView):
         offset = paginator.get_offset(request)
         with_state = str(request.query_params.get("with_state", "")).lower() in {"1", "true", "yes"}
         page = steppages.step_page(process, offset=offset, limit=limit, with_traceback=bool(request.user.is_staff))
-        serializer = ProcessStepStateSerializer if with_state else ProcessStepSerializer
-        data = serializer(annotate(process, page, with_state=with_state), many=True,
+        data = ProcessStepStateSerializer(annotate(process, page, with_state=with_state), many=True,
                           context={"request": request, "show_tracebacks": bool(request.user.is_staff)}).data
         later, earlier = page.later_offset, page.earlier_offset
         return Response({
@@ -87,7 +87,8 @@ class ProcessStepDetailView(APIView):
 
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(tags=["processes"], summary="Show one step of a process with the whole state after it",
+    @extend_schema(tags=["processes"], operation_id="processes_steps_retrieve",
+                   summary="Show one step of a process with the whole state after it",
                    responses={200: ProcessStepStateSerializer, **error_responses(401, 404)})
     def get(self, request: Request, id: str, number: int) -> Response:
         process = engine.get_process(id)
