@@ -14,6 +14,9 @@ The contract (the README's "The engine's guarantees"):
   is failed with the reason. A run that can record nothing at all keeps its lease until it lapses, and the
   recovery sweep counts how often that happens at one step (leases.count_recovery).
 - A retry runs the failed step again from the state of the last successful step.
+- A step that returns `again({...})` runs again: each run is one such transaction with its own log row,
+  the process staying at that step, until a run returns a plain result. A crash, failure or pause between
+  runs resumes from the state of the last committed run (the step keeps its cursor there).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from processes.records import (  # noqa: F401  (abort_locked, describe and fail_
     record_failure,
 )
 from processes.steps import call_step
-from workflows.dsl import Step, StepKind
+from workflows.dsl import Repeat, Step, StepKind
 from workflows.registry import get_workflow
 
 logger = logging.getLogger(__name__)
@@ -212,6 +215,8 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], started:
         return _Outcome(True, state, locked.current_step + 1)
 
     new_state = call_step(step, state, acting_user=locked.acting_user)
+    if isinstance(new_state, Repeat):
+        return _again(locked, step, new_state.state, started, lease)
 
     if step.kind == StepKind.DONE:
         # The transition method decides the new status (and refuses an illegal one); the write is
@@ -225,6 +230,21 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], started:
     steplog.advance(locked, step_name=step.name, step_status=StepStatus.SUCCESS, state=new_state,
                     started=started, finished=timezone.now(), lease=lease)
     return _Outcome(True, new_state, locked.current_step + 1)
+
+
+def _again(locked: steplog.Locked, step: Step, state: dict[str, Any], started: Any,
+           lease: leases.Lease) -> _Outcome:
+    """A step that asked to run again: log this run and keep the process at the step.
+
+    This run's writes, its log row (the state holds the step's cursor) and the process update commit
+    together: a crash, failure or retry later starts the next run from exactly here, none run twice. The
+    next run goes through every check of a step boundary (lease, abort, pause, workflow version).
+    """
+    steplog.advance(locked, step_name=step.name, step_status=StepStatus.SUCCESS, state=state, started=started,
+                    finished=timezone.now(), lease=lease, next_step=locked.current_step)
+    # Progress: a run that dies in a later run of this step is not "stuck at one step" (RECOVERY_MAX_TIMES).
+    leases.forget_recoveries(locked.process_id, lease)
+    return _Outcome(True, state, locked.current_step)
 
 
 def _stop_at(locked: steplog.Locked, step: Step, state: dict[str, Any], started: Any) -> _Outcome:

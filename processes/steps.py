@@ -9,7 +9,7 @@ from typing import Any
 from processes.errors import StepError
 from processes.state import to_json_value
 from subscriptions.domain import SubscriptionModel
-from workflows.dsl import Param, Step
+from workflows.dsl import Param, Repeat, Step, StepKind
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ def _subscription_id(param: Param, state: dict[str, Any], step: Step) -> Any:
     )
 
 
-def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> dict[str, Any]:
-    """Run `step` with its parameters taken from `state`; return the new state.
+def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> dict[str, Any] | Repeat:
+    """Run `step` with its parameters taken from `state`; return the new state (as `Repeat(new state)` when
+    the step returned `again(...)`: it asks to run again).
 
     A parameter named `state` gets (a copy of) the whole state; one annotated with a domain model
     class gets that subscription loaded; `acting_user` gets who the process now runs for (its creator, or
@@ -66,6 +67,11 @@ def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> di
 
     result = step.func(**kwargs)
 
+    repeat = isinstance(result, Repeat)
+    if repeat:
+        if step.kind not in (StepKind.STEP, StepKind.RETRY):
+            raise StepError(f"step {step.name!r} returned again(...): only a step or retry step can run again")
+        result = result.state
     if result is None:
         result = {}
     if not isinstance(result, dict):
@@ -86,4 +92,4 @@ def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> di
     # Saved in the step's transaction: the model's writes commit with the log row, or not at all.
     for model in models:
         model.save()
-    return new_state
+    return Repeat(new_state) if repeat else new_state

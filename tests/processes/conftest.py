@@ -10,12 +10,14 @@ from tests.processes import flows
 from workflows.node.demo import load_demo_products
 from workflows.node.products import NodeProduct, PortProduct
 
+RESET = dict.fromkeys(flows.CONTROL, 0)
+
 
 @pytest.fixture(autouse=True)
 def reset_flow_control():
-    flows.CONTROL.update(fail_times=0, retry_fail_times=0, kill_times=0, moon_full=0)
+    flows.CONTROL.update(RESET)
     yield
-    flows.CONTROL.update(fail_times=0, retry_fail_times=0, kill_times=0, moon_full=0)
+    flows.CONTROL.update(RESET)
 
 
 @pytest.fixture
