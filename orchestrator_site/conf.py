@@ -71,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
         "task_validate_subscriptions": "daily 02:00",
         "task_clean_up_tasks": "daily 03:00",
     },
+    # task_validate_subscriptions starts the validations of this many subscriptions per run of its step,
+    # each run its own transaction: a start holds its subscription's row lock until that commits.
+    "VALIDATION_BATCH_SIZE": 200,
     # task_clean_up_tasks deletes completed tasks' processes (with their logs) this many days after they
     # finished; completed validations too, except each subscription's newest (its last result). Other
     # workflows' processes are never deleted: they are the audit record of their subscriptions.
