@@ -32,8 +32,9 @@ DEFAULTS: dict[str, Any] = {
     # lets go when the run's connection dies), the run died: the recovery sweep hands the process over.
     "LEASE_SECONDS": 300.0,
     # A process whose run died is handed over at most this many times in a row at the same step (no
-    # step finished in between: a worker that keeps crashing there, or an outcome that could not be
-    # recorded); then it is failed, saying so, instead of running that step again without end.
+    # step finished in between, nor a run of a step that runs again: a worker that keeps crashing there,
+    # or an outcome that could not be recorded); then it is failed, saying so, instead of running that
+    # step again without end.
     "RECOVERY_MAX_TIMES": 5,
     # A process handed to the executor that no worker has taken yet (its message may have been lost) is
     # handed over again after RESEND_AFTER_SECONDS, then twice as long each time (at most
