@@ -32,8 +32,9 @@ DEFAULTS: dict[str, Any] = {
     # lets go when the run's connection dies), the run died: the recovery sweep hands the process over.
     "LEASE_SECONDS": 300.0,
     # A process whose run died is handed over at most this many times in a row at the same step (no
-    # step finished in between: a worker that keeps crashing there, or an outcome that could not be
-    # recorded); then it is failed, saying so, instead of running that step again without end.
+    # step finished in between, nor a run of a step that runs again: a worker that keeps crashing there,
+    # or an outcome that could not be recorded); then it is failed, saying so, instead of running that
+    # step again without end.
     "RECOVERY_MAX_TIMES": 5,
     # A process handed to the executor that no worker has taken yet (its message may have been lost) is
     # handed over again after RESEND_AFTER_SECONDS, then twice as long each time (at most
@@ -71,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
         "task_validate_subscriptions": "daily 02:00",
         "task_clean_up_tasks": "daily 03:00",
     },
+    # task_validate_subscriptions starts the validations of this many subscriptions per run of its step,
+    # each run its own transaction: a start holds its subscription's row lock until that commits.
+    "VALIDATION_BATCH_SIZE": 200,
     # task_clean_up_tasks deletes completed tasks' processes (with their logs) this many days after they
     # finished; completed validations too, except each subscription's newest (its last result). Other
     # workflows' processes are never deleted: they are the audit record of their subscriptions.

@@ -14,6 +14,9 @@ The contract (the README's "The engine's guarantees"):
   is failed with the reason. A run that can record nothing at all keeps its lease until it lapses, and the
   recovery sweep counts how often that happens at one step (leases.count_recovery).
 - A retry runs the failed step again from the state of the last successful step.
+- A step that returns `again({...})` runs again: each run is one such transaction with its own log row,
+  the process staying at that step, until a run returns a plain result. A crash, failure or pause between
+  runs resumes from the state of the last committed run (the step keeps its cursor there).
 """
 
 from __future__ import annotations
@@ -213,9 +216,11 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: s
                         started=started, finished=timezone.now(), lease=lease)
         return _Outcome(True, state, locked.current_step + 1, entry.since)
 
-    new_state, delta = call_step(step, state, acting_user=locked.acting_user)
+    new_state, delta, runs_again = call_step(step, state, acting_user=locked.acting_user)
     # The row keeps what the step changed; the whole state only when a snapshot is due (statelog).
     entry = statelog.entry(new_state, delta, since)
+    if runs_again:
+        return _again(locked, step, new_state, entry, started, lease)
 
     if step.kind == StepKind.DONE:
         # The transition method decides the new status (and refuses an illegal one); the write is
@@ -229,6 +234,21 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: s
     steplog.advance(locked, step_name=step.name, step_status=StepStatus.SUCCESS, entry=entry,
                     started=started, finished=timezone.now(), lease=lease)
     return _Outcome(True, new_state, locked.current_step + 1, entry.since)
+
+
+def _again(locked: steplog.Locked, step: Step, state: dict[str, Any], entry: statelog.Entry, started: Any,
+           lease: leases.Lease) -> _Outcome:
+    """A step that asked to run again: log this run and keep the process at the step.
+
+    This run's writes, its log row (the state holds the step's cursor) and the process update commit
+    together: a crash, failure or retry later starts the next run from exactly here, none run twice. The
+    next run goes through every check of a step boundary (lease, abort, pause, workflow version).
+    """
+    steplog.advance(locked, step_name=step.name, step_status=StepStatus.SUCCESS, entry=entry, started=started,
+                    finished=timezone.now(), lease=lease, next_step=locked.current_step)
+    # Progress: a run that dies in a later run of this step is not "stuck at one step" (RECOVERY_MAX_TIMES).
+    leases.forget_recoveries(locked.process_id, lease)
+    return _Outcome(True, state, locked.current_step, entry.since)
 
 
 def _stop_at(locked: steplog.Locked, step: Step, state: dict[str, Any], started: Any) -> _Outcome:

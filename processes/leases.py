@@ -132,6 +132,12 @@ def count_recovery(record: ProcessLease, current_step: int) -> str | None:
     )
 
 
+def forget_recoveries(process_id: uuid.UUID | str, lease: Lease) -> None:
+    """The run moved on within a step that runs again (a run of it committed): recoveries counted at that
+    step were not in a row, so they start over. In the caller's transaction, committed with that run."""
+    ProcessLease.objects.filter(process_id=process_id, owner=lease.owner, recoveries__gt=0).update(recoveries=0)
+
+
 @dataclass(frozen=True)
 class Claim:
     """What a run got when it asked for a process: `ok` to run it; or `give_up`, why the process must be

@@ -282,7 +282,7 @@ class ProcessLease(models.Model):
     - Claimed (`owner` set): a run took it; `expires_at` is the end of its lease, renewed with the steps.
       A lease that lapsed while the process row is not locked belongs to a run that died: the sweep hands
       the process over again and counts a recovery (`recoveries`, reset when the process moved on since:
-      `position` is the step the last run started at).
+      `position` is the step the last run started at; or when a run of a step that runs again committed).
 
     The row is deleted when a run stops cleanly. In a table of its own, it can be read and written while a
     step in progress holds the process row's lock (an abort request, a status read).

@@ -323,7 +323,7 @@ def pending_form(process: Process) -> dict[str, Any] | None:
     initial: dict[str, Any] = {}
     try:
         with transaction.atomic():
-            initial, _ = call_step(step, engine.current_state(process), acting_user=process.acting_user)
+            initial, _, _ = call_step(step, engine.current_state(process), acting_user=process.acting_user)
             transaction.set_rollback(True)
     except Exception as exc:  # a form without initial values is still a form
         logger.warning("process %s: initial values for %r failed: %s", process.process_id, step.name, exc)

@@ -128,16 +128,18 @@ def _advance_sql(vendor: str, with_status: bool, lease: str) -> tuple[str, ...]:
 
 
 def advance(locked: Locked, *, step_name: str, step_status: str, entry: Entry, started: datetime,
-            finished: datetime, lease: Lease, new_status: str | None = None, last: bool = False) -> None:
+            finished: datetime, lease: Lease, new_status: str | None = None, last: bool = False,
+            next_step: int | None = None) -> None:
     """Log the step with what it changed (and the whole state when a snapshot is due: `entry`), and move
     the process to its next step, in this transaction.
 
     `new_status` is the status a transition method chose (for the last step: completed); without it the
-    status stays as it is. The run's lease is renewed, or let go when this is its `last` step.
+    status stays as it is. The run's lease is renewed, or let go when this is its `last` step. `next_step`
+    is the position to move to (default: the step after this one; a step that runs again stays).
     """
     prep = _Prep()
     pid = prep.pk(locked.process_id)
-    update_params = [locked.current_step + 1, step_name, 1, prep.when(finished)]
+    update_params = [locked.current_step + 1 if next_step is None else next_step, step_name, 1, prep.when(finished)]
     if new_status is not None:
         update_params.append(new_status)
     update_params.append(pid)

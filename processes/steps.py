@@ -9,7 +9,7 @@ from typing import Any
 from processes.errors import StepError
 from processes.state import to_json_value
 from subscriptions.domain import SubscriptionModel
-from workflows.dsl import REMOVE, Param, Step
+from workflows.dsl import REMOVE, Param, Repeat, Step, StepKind
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,11 @@ def _subscription_id(param: Param, state: dict[str, Any], step: Step) -> Any:
     )
 
 
-def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run `step` with its parameters taken from `state`; return the new state and what the step changed
-    (its delta: keys added, keys changed with their new values, keys removed).
+def call_step(step: Step, state: dict[str, Any], *,
+              acting_user: str = "") -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Run `step` with its parameters taken from `state`; return the new state, what the step changed (its
+    delta: keys added, keys changed with their new values, keys removed), and whether it asks to run again
+    (it returned `again(...)`).
 
     A parameter named `state` gets (a copy of) the whole state; one annotated with a domain model
     class gets that subscription loaded; `acting_user` gets who the process now runs for (its creator, or
@@ -67,6 +69,11 @@ def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> tu
 
     result = step.func(**kwargs)
 
+    repeat = isinstance(result, Repeat)
+    if repeat:
+        if step.kind not in (StepKind.STEP, StepKind.RETRY):
+            raise StepError(f"step {step.name!r} returned again(...): only a step or retry step can run again")
+        result = result.state
     if result is None:
         result = {}
     if not isinstance(result, dict):
@@ -102,4 +109,4 @@ def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "") -> tu
     # Saved in the step's transaction: the model's writes commit with the log row, or not at all.
     for model in models:
         model.save()
-    return new_state, {"added": added, "changed": changed, "removed": sorted(removed)}
+    return new_state, {"added": added, "changed": changed, "removed": sorted(removed)}, repeat

@@ -1,4 +1,4 @@
-"""The workflow DSL: steps, input steps, retry steps, conditions, and `>>` to chain them."""
+"""The workflow DSL: steps, input steps, retry steps, conditions, steps that run again, and `>>` to chain them."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class Step:
     """One piece of work of a workflow: a function run in its own transaction by the engine."""
 
     name: str
-    func: Callable[..., State | None]
+    func: Callable[..., State | Repeat | None]
     kind: StepKind = StepKind.STEP
     form: Any = None
     condition: Callable[[State], bool] | None = None
@@ -181,6 +181,24 @@ def conditional(predicate: Callable[[State], bool]) -> Callable[[Step], Step]:
 
 def _noop() -> None:
     return None
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A step's answer "log this and run me again" (made by `again`): `state` is merged into the state and
+    logged like any step's return, and the process stays at this step for its next run."""
+
+    state: State
+
+
+def again(state: State | None = None) -> Repeat:
+    """Return `again({...})` from a step (or retry step) to have it run again once this run has committed,
+    in a transaction and log row of its own; return a plain dict (or nothing) when the work is done.
+
+    Keep a cursor in `state` (the last item handled) and start from it: every run, also one after a crash,
+    a failure and retry, or a pause, starts from the state that the last committed run left.
+    """
+    return Repeat(dict(state or {}))
 
 
 init = Step("Start", _noop)

@@ -16,7 +16,7 @@ from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import OrchestratorError
 from subscriptions.lifecycle import SubscriptionLifecycle
 from subscriptions.models import Subscription
-from workflows.dsl import State, StepList, begin, step
+from workflows.dsl import Repeat, State, StepList, again, begin, step
 from workflows.models import Target
 from workflows.predicates import no_unfinished_instance
 from workflows.registry import all_workflows, task
@@ -28,24 +28,39 @@ MAX_IDS_IN_STATE = 20
 
 
 @step("Start validate workflows")
-def start_validations(created_by: str) -> State:
+def start_validations(created_by: str, validation_cursor: str | None = None, validations_started: int = 0,
+                      validations_refused: int = 0, refused_subscriptions: list[str] | None = None) -> State | Repeat:
     """Start the validate workflow of every active, in-sync subscription whose product has one.
 
+    VALIDATION_BATCH_SIZE subscriptions per run, in id order after `validation_cursor` (the last one a
+    committed run handled), each run its own transaction: a start locks its subscription's row until its
+    transaction commits, so no subscription is held longer than one batch, and a crash, a failure and retry
+    or a pause continues after the last committed batch, starting none twice and skipping none. A
+    subscription that becomes eligible meanwhile is validated when its id comes after the cursor.
+
     A start that is refused (the subscription went out of sync meanwhile, or another reason) is counted,
-    not failed: the next run tries again.
+    not failed: the next run of the task tries again.
     """
     # Imported here, not at module level: processes imports workflows, and must be loaded first.
     from processes.services import start_process
 
+    size = max(int(orchestrator_setting("VALIDATION_BATCH_SIZE")), 1)
+    specs = [spec for spec in all_workflows().values() if spec.target == Target.VALIDATE]
+    subscriptions = Subscription.objects.filter(insync=True, status=SubscriptionLifecycle.ACTIVE)
+    if all(spec.product_types for spec in specs):
+        subscriptions = subscriptions.filter(product__product_type__in={t for s in specs for t in s.product_types})
+    if validation_cursor is not None:
+        subscriptions = subscriptions.filter(pk__gt=validation_cursor)
+    # One more than a batch tells whether another run is needed, without an empty last run.
+    batch = list(subscriptions.order_by("pk").values_list("pk", "product__product_type")[:size + 1]) if specs else []
+    more, batch = len(batch) > size, batch[:size]
+
     started = 0
     refused: list[str] = []
-    for spec in all_workflows().values():
-        if spec.target != Target.VALIDATE:
-            continue
-        subscriptions = Subscription.objects.filter(insync=True, status=SubscriptionLifecycle.ACTIVE)
-        if spec.product_types:
-            subscriptions = subscriptions.filter(product__product_type__in=spec.product_types)
-        for subscription_id in subscriptions.order_by("pk").values_list("pk", flat=True):
+    for subscription_id, product_type in batch:
+        for spec in specs:
+            if spec.product_types and product_type not in spec.product_types:
+                continue
             try:
                 start_process(spec.name, subscription_id=subscription_id, by=created_by)
             except OrchestratorError as exc:  # refused: nothing was written (its savepoint rolled back)
@@ -53,12 +68,15 @@ def start_validations(created_by: str) -> State:
                 refused.append(str(subscription_id))
             else:
                 started += 1
-    logger.info("validate workflows: %d started, %d refused", started, len(refused))
-    return {
-        "validations_started": started,
-        "validations_refused": len(refused),
-        "refused_subscriptions": refused[:MAX_IDS_IN_STATE],
+    logger.info("validate workflows: %d started, %d refused in this batch of %d subscription(s)%s",
+                started, len(refused), len(batch), "; more to come" if more else "")
+    state = {
+        "validations_started": validations_started + started,
+        "validations_refused": validations_refused + len(refused),
+        "refused_subscriptions": [*(refused_subscriptions or []), *refused][:MAX_IDS_IN_STATE],
+        "validation_cursor": str(batch[-1][0]) if batch else validation_cursor,
     }
+    return again(state) if more else state
 
 
 @task("Start the validate workflow of every in-sync active subscription", run_predicate=no_unfinished_instance)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from processes.models import ProcessStep
@@ -10,12 +12,14 @@ from tests.processes import flows
 from workflows.node.demo import load_demo_products
 from workflows.node.products import NodeProduct, PortProduct
 
+RESET = dict.fromkeys(flows.CONTROL, 0)
+
 
 @pytest.fixture(autouse=True)
 def reset_flow_control():
-    flows.CONTROL.update(fail_times=0, retry_fail_times=0, kill_times=0, moon_full=0)
+    flows.CONTROL.update(RESET)
     yield
-    flows.CONTROL.update(fail_times=0, retry_fail_times=0, kill_times=0, moon_full=0)
+    flows.CONTROL.update(RESET)
 
 
 @pytest.fixture
@@ -28,11 +32,14 @@ def catalogue(db):
     load_demo_products()
 
 
-def new_active_node(name: str = "rtr-1"):
-    """An active, in-sync Node subscription, as a create_node process would leave it (needs the catalogue)."""
+def new_active_node(name: str = "rtr-1", subscription_id: uuid.UUID | None = None):
+    """An active, in-sync Node subscription, as a create_node process would leave it (needs the catalogue);
+    with `subscription_id`, that id (for tests of what comes in id order)."""
     from subscriptions.models import Product
 
     model = NodeProduct.new(Product.objects.get(name="Node"), "customer-1", f"Node {name}")
+    if subscription_id is not None:
+        model.subscription.subscription_id = subscription_id
     model.node.node_name = name
     model.node.node_role = "core"
     model.node.inventory_id = 1

@@ -7,17 +7,18 @@ import threading
 import time
 from pathlib import Path
 
-from django.db import transaction
+from django.db import connection, transaction
 from rest_framework import serializers
 
 from subscriptions.models import ResourceType
-from workflows.dsl import State, StepList, begin, conditional, inputstep, retrystep, step
+from workflows.dsl import Repeat, State, StepList, again, begin, conditional, inputstep, retrystep, step
 from workflows.node.products import NodeProduct
 from workflows.predicates import no_unfinished_instance
 from workflows.registry import modify_workflow, task, terminate_workflow, workflow
 
 # What the failing steps do, set by the tests: how many more times to fail.
-CONTROL: dict[str, int] = {"fail_times": 0, "retry_fail_times": 0, "kill_times": 0, "moon_full": 0}
+CONTROL: dict[str, int] = {"fail_times": 0, "retry_fail_times": 0, "kill_times": 0, "moon_full": 0,
+                           "fail_at_run": 0, "pause_at_run": 0, "abort_at_run": 0}
 
 
 def effect(name: str) -> None:
@@ -145,6 +146,43 @@ def write_then_hang(process_id: str) -> State:
 @workflow("Engine test: a step a test can kill a worker in")
 def t_killable() -> StepList:
     return begin >> write_a >> write_then_hang >> write_c
+
+
+# --- a step that runs again (tests/processes/test_engine_repeat.py) -----------------------------------
+def _abort_from_another_connection(process_id: str) -> None:
+    """An operator aborts the process while this run of its step holds the process row."""
+    from processes.services import abort_process
+
+    def ask() -> None:
+        try:
+            abort_process(process_id, by="operator", reason="enough counting")
+        finally:
+            connection.close()  # this thread's own connection
+
+    operator = threading.Thread(target=ask)
+    operator.start()
+    operator.join(timeout=30)
+
+
+@step("Count to five, one per run")
+def count_to_five(process_id: str, counted: int = 0) -> State | Repeat:
+    run = counted + 1
+    effect(f"count{run}-{process_id}")  # committed with its run, or rolled back with it
+    if CONTROL["fail_at_run"] == run:
+        CONTROL["fail_at_run"] = 0
+        raise RuntimeError(f"run {run} failed")
+    if CONTROL["pause_at_run"] == run:
+        from processes.models import EngineSettings
+
+        EngineSettings.objects.update_or_create(id=1, defaults={"paused": True})  # commits with this run
+    if CONTROL["abort_at_run"] == run:
+        _abort_from_another_connection(process_id)
+    return {"counted": run} if run == 5 else again({"counted": run})
+
+
+@workflow("Engine test: a step that runs again until it has counted to five")
+def t_repeat() -> StepList:
+    return begin >> write_a >> count_to_five >> write_c
 
 
 @step("Rename the node")
