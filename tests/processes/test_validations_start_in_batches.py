@@ -39,7 +39,8 @@ def validations(subscription_ids: Iterable[str]) -> dict[str, int]:
 
 def batch_rows(task: Process) -> list[tuple[str, dict[str, Any]]]:
     """The task's log rows of the validation step: (status, state), one per run."""
-    return list(ProcessStep.objects.filter(process=task, name=STEP).order_by("id").values_list("status", "state"))
+    rows = ProcessStep.objects.filter(process=task, name=STEP).order_by("id")
+    return [(row.status, row.state_after()) for row in rows]
 
 
 def watch_starts(monkeypatch, then: Callable[[int, str], None] = lambda call, sid: None) -> list[str]:
