@@ -97,3 +97,35 @@ def test_bench_engine_refuses_bad_executor_options(options, message):
     with pytest.raises(CommandError, match=message):
         call_command("bench_engine", processes=1, steps=1, **options, stdout=StringIO())
     assert not Process.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_engine_payload_reports_the_step_log_bytes_of_engine_and_baseline():
+    out = StringIO()
+
+    call_command("bench_engine", processes=2, steps=3, payload=2000, stdout=out, stderr=StringIO())
+
+    output = out.getvalue()
+    line = re.search(r"^step log: +engine ([\d,.]+) kB per process \(([\d,]+) bytes per body step\); "
+                     r"baseline .* \(([\d,]+) bytes per body step\); each body step adds 2,000 bytes", output,
+                     re.MULTILINE)
+    assert line, output
+    engine_per_step, baseline_per_step = (int(line.group(i).replace(",", "")) for i in (2, 3))
+    # Each step adds 2,000 bytes of random text: both logs hold about that per step, not the whole state.
+    assert 2000 <= engine_per_step < 4000 and 2000 <= baseline_per_step < 3000
+    assert re.search(r"^client CPU: +engine [\d.]+ ms/step, baseline [\d.]+ ms/step", output, re.MULTILINE)
+    assert not Process.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_detail_reports_the_size_and_time_of_the_api_detail_and_the_admin_page():
+    out = StringIO()
+
+    call_command("bench_detail", steps=60, payload=50, requests=2, stdout=out, stderr=StringIO())
+
+    output = out.getvalue()
+    assert re.search(r"^process: +60 steps adding 50 bytes each: 62 log rows", output, re.MULTILINE), output
+    assert re.search(r"^API detail: +[\d,.]+ kB +p50 +[\d.]+ ms +p95 +[\d.]+ ms", output, re.MULTILINE), output
+    assert re.search(r"^admin page: +[\d,.]+ kB +p50 +[\d.]+ ms +p95 +[\d.]+ ms", output, re.MULTILINE), output
+    assert not Process.objects.exists()
+    assert not Workflow.objects.filter(name__startswith="bench_").exists()
