@@ -85,6 +85,10 @@ DEFAULTS: dict[str, Any] = {
     "API_MAX_BODY_BYTES": 1024 * 1024,
     # The most items one page of an API list may hold (?limit=), whatever the client asks.
     "API_MAX_PAGE_SIZE": 500,
+    # API and admin lists count their matching rows up to this many and no further: a count reads every
+    # row it counts (a million for a large process table, on every page). Beyond it the API answers
+    # `"count_exact": false` with a lower bound, the admin "more than N"; the pages go on (`next`) either way.
+    "LIST_COUNT_LIMIT": 10_000,
     # The deepest nesting of arrays and objects accepted in an API request body and in a workflow's input
     # (from the API, the command line or the admin); deeper is refused as invalid input. Input ends up in
     # the process state (jsonb), which every later step, page and log row reads back.
