@@ -319,3 +319,21 @@ class ScheduledRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} for the period from {self.period_start}"
+
+
+class ProcessStatusCount(models.Model):
+    """Processes per status, kept by PostgreSQL triggers: a status's count is the sum of its rows' deltas.
+
+    Every insert and delete of processes and every change of a process's status adds rows here (`+n` or
+    `-n`), in the transaction that made the change, whatever made it (the engine's SQL, the ORM, a bulk
+    delete): migration 0008 installs the triggers. Rows are only ever added, never updated, so writers
+    do not queue for one counter row; processes.status_counts folds them into one row per status now and
+    then. A read sees exactly the processes its snapshot sees. On SQLite there are no triggers and the
+    table stays empty: the counts are a GROUP BY over the processes there.
+    """
+
+    status = models.CharField(max_length=20)
+    delta = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.delta:+d}"
