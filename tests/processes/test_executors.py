@@ -93,10 +93,14 @@ def test_the_threadpool_runs_a_process_to_the_end_off_the_callers_thread(setting
 
 @pytest.mark.requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_pool_thread_keeps_its_connection_while_work_waits_and_closes_it_when_idle(monkeypatch, settings):
+@pytest.mark.parametrize("max_age", [0, 60])
+def test_a_pool_thread_keeps_its_connection_while_work_waits_and_closes_it_when_idle(monkeypatch, settings, max_age):
     from django.db import connection
 
     settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "THREADPOOL_WORKERS": 1}
+    # CONN_MAX_AGE=0: closed as soon as the queue is empty; 60 (the default): kept while idle, as a web
+    # request thread keeps its own, and closed when the pool shuts down.
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", max_age)
     first_started, go_on = threading.Event(), threading.Event()
     backends: list[int] = []
 
@@ -118,15 +122,19 @@ def test_a_pool_thread_keeps_its_connection_while_work_waits_and_closes_it_when_
             future.result(timeout=10)
         # Five jobs back to back on one connection: opened once, not once per process.
         assert len(backends) == 5 and len(set(backends)) == 1
-        # The queue is empty: the idle thread has closed it.
-        with connection.cursor() as cursor:
-            for _ in range(50):
+
+        def held() -> bool:
+            with connection.cursor() as cursor:
                 cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backends[0]])
-                if cursor.fetchone()[0] == 0:
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("the idle pool thread still holds its database connection")
+                return cursor.fetchone()[0] == 1
+
+        if max_age:
+            assert held()  # idle, and kept for the next process
+            pool.submit("job-5").result(timeout=10)
+            assert backends[-1] == backends[0]
+            threadpool.shutdown(wait=True)
+        # The queue is empty (0), or the pool was shut down (60): the thread has closed it.
+        wait_until(lambda: not held(), 5, "the pool thread to close its database connection")
     finally:
         go_on.set()
         threadpool.shutdown(wait=True)
