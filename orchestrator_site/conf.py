@@ -22,6 +22,11 @@ DEFAULTS: dict[str, Any] = {
     "EXECUTOR": "inline",
     # How many processes the "threadpool" executor runs at once in each web process.
     "THREADPOOL_WORKERS": 4,
+    # The "celery" executor checks the broker before a start, resume or retry writes anything (503 when it
+    # cannot be reached), unless the broker took a message or answered a check within this many seconds
+    # (0: check before every one). A broker lost within them fails the hand-over after the commit instead,
+    # which loses nothing: the process waits, queued, until the recovery sweep hands it over again.
+    "BROKER_CHECK_SECONDS": 5.0,
     # A @retrystep that fails is retried automatically: after BACKOFF seconds, then twice as long each
     # time (at most BACKOFF_MAX), until it has been tried MAX_TRIES times; then the process fails.
     "RETRYSTEP_MAX_TRIES": 5,
