@@ -36,6 +36,23 @@ def capped_count(rows: QuerySet[Any] | Sequence[Any], limit: int) -> tuple[int, 
     return (found, True) if found <= limit else (limit, False)
 
 
+def count_around_page(rows: QuerySet[Any] | Sequence[Any], offset: int, shown: int,
+                      has_more: bool) -> tuple[int, bool]:
+    """How many rows a list has, given its page of `shown` rows from `offset` and whether more follow it:
+    (the count, whether it is exact).
+
+    No query when the page is the list's end (a short first page, or the last); otherwise capped_count.
+    Past the limit the count is a lower bound: the limit, or the rows seen up to the end of this page (and
+    the one after it) when that is more; a page past the end saw none.
+    """
+    if not has_more and (shown or offset == 0):
+        return offset + shown, True
+    found, exact = capped_count(rows, count_limit())
+    if exact:
+        return found, True
+    return max(found, offset + shown + int(has_more) if shown else 0), False
+
+
 class Pagination(LimitOffsetPagination):
     """?limit=&offset= pages (at most API_MAX_PAGE_SIZE rows) with a count that stops at LIST_COUNT_LIMIT.
 
@@ -67,14 +84,7 @@ class Pagination(LimitOffsetPagination):
             rows = list(page_rows[self.offset:self.offset + self.limit + 1])
         self.has_more = len(rows) > self.limit
         rows = rows[: self.limit]
-        if not self.has_more and (rows or self.offset == 0):
-            self.count, self.count_exact = self.offset + len(rows), True
-        else:
-            found, self.count_exact = capped_count(queryset, count_limit())
-            # Past the limit, a lower bound: the limit, or the rows seen up to the end of this page (and the
-            # one after it) when that is more. A page past the end saw none.
-            seen = self.offset + len(rows) + int(self.has_more) if rows else 0
-            self.count = found if self.count_exact else max(found, seen)
+        self.count, self.count_exact = count_around_page(queryset, self.offset, len(rows), self.has_more)
         if self.count > self.limit and self.template is not None:
             self.display_page_controls = True
         return rows
