@@ -1,4 +1,4 @@
-"""What every API view shares: errors as JSON with a human message and field errors, and pagination.
+"""What every API view shares: errors as JSON with a human message and field errors (pages: pagination.py).
 
 Also the site's error views (handler400/403/404/500): under /api/ they answer with the same JSON body, never
 an HTML page; elsewhere (the admin) Django's own pages.
@@ -16,22 +16,12 @@ from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import OrchestratorError
 
 logger = logging.getLogger(__name__)
-
-
-class Pagination(LimitOffsetPagination):
-    """?limit=&offset= pages, never larger than ORCHESTRATOR["API_MAX_PAGE_SIZE"]."""
-
-    @property
-    def max_limit(self) -> int:  # type: ignore[override]
-        return int(orchestrator_setting("API_MAX_PAGE_SIZE"))
 
 
 class ErrorBodySerializer(serializers.Serializer):

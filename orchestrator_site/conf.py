@@ -22,6 +22,11 @@ DEFAULTS: dict[str, Any] = {
     "EXECUTOR": "inline",
     # How many processes the "threadpool" executor runs at once in each web process.
     "THREADPOOL_WORKERS": 4,
+    # The "celery" executor checks the broker before a start, resume or retry writes anything (503 when it
+    # cannot be reached), unless the broker took a message or answered a check within this many seconds
+    # (0: check before every one). A broker lost within them fails the hand-over after the commit instead,
+    # which loses nothing: the process waits, queued, until the recovery sweep hands it over again.
+    "BROKER_CHECK_SECONDS": 5.0,
     # A @retrystep that fails is retried automatically: after BACKOFF seconds, then twice as long each
     # time (at most BACKOFF_MAX), until it has been tried MAX_TRIES times; then the process fails.
     "RETRYSTEP_MAX_TRIES": 5,
@@ -95,6 +100,10 @@ DEFAULTS: dict[str, Any] = {
     "API_MAX_BODY_BYTES": 1024 * 1024,
     # The most items one page of an API list may hold (?limit=), whatever the client asks.
     "API_MAX_PAGE_SIZE": 500,
+    # API and admin lists count their matching rows up to this many and no further: a count reads every
+    # row it counts (a million for a large process table, on every page). Beyond it the API answers
+    # `"count_exact": false` with a lower bound, the admin "more than N"; the pages go on (`next`) either way.
+    "LIST_COUNT_LIMIT": 10_000,
     # The deepest nesting of arrays and objects accepted in an API request body and in a workflow's input
     # (from the API, the command line or the admin); deeper is refused as invalid input. Input ends up in
     # the process state (jsonb), which every later step, page and log row reads back.

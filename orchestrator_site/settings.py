@@ -112,8 +112,20 @@ TEMPLATES = [
 # the embedded default is an SQLite file under var/.
 DEFAULT_SQLITE_URL = f"sqlite:///{VAR_DIR / 'orchestrator.sqlite3'}"
 DATABASE_URL = os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL
+# A thread serving requests keeps its database connection this many seconds, checked (CONN_HEALTH_CHECKS)
+# when a request first uses it, instead of opening one per request: a new PostgreSQL connection costs more
+# than the queries of most API requests. 0 closes it after every request. Threads that run processes
+# (the thread pool, Celery workers) manage theirs themselves (processes.dberrors.keep_healthy_connection).
 try:
-    _default_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    _conn_max_age = int(os.environ.get("CONN_MAX_AGE", "60").strip() or "60")
+    if _conn_max_age < 0:
+        raise ValueError("negative")
+except ValueError as exc:
+    raise ImproperlyConfigured(
+        f"CONN_MAX_AGE={os.environ.get('CONN_MAX_AGE')!r} is not a whole number of seconds (0 or more)"
+    ) from exc
+try:
+    _default_db = dj_database_url.parse(DATABASE_URL, conn_max_age=_conn_max_age, conn_health_checks=True)
 except ValueError as exc:  # an unknown scheme or a malformed URL: say which setting is at fault
     raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} cannot be used: {exc}") from exc
 
@@ -128,7 +140,6 @@ if _default_db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 else:
-    _default_db["CONN_HEALTH_CHECKS"] = True
     if _default_db["ENGINE"] == "django.db.backends.postgresql":
         # Server-side binding lets PostgreSQL prepare the statements every step repeats (the engine's
         # lock and log), which the engine benchmark shows is a large part of its per-step cost. Behind
@@ -186,7 +197,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "orchestrator_site.api.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "orchestrator_site.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",

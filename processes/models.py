@@ -51,7 +51,8 @@ class Process(FSMModelMixin, models.Model):
     """One run of a workflow. Its status changes only through the transitions below, made by the engine."""
 
     process_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="processes")
+    # Indexed through process_workflow_started (workflow first), which also lists a workflow's processes in order.
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="processes", db_index=False)
     # Indexed through process_status_retry (status first); a second index would only slow every write.
     status = FSMField(max_length=20, choices=ProcessStatus.choices, default=P.CREATED, protected=True)
     # Position in the workflow's step list of the next step to run (or the one failed, suspended...).
@@ -74,6 +75,12 @@ class Process(FSMModelMixin, models.Model):
     workflow_version = models.JSONField(default=list)
     # When a waiting process (a failed retrystep) is due for its next automatic try.
     next_retry_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # last_modified_at of a process that is not running, kept by a PostgreSQL trigger (migration 0009; NULL
+    # on SQLite); never written by the code. Indexed where last_modified_at cannot be: every step of a
+    # running process updates last_modified_at, and an index on it would make each of those updates
+    # rewrite every index of the table (no HOT update). This one changes only when a process stops or is
+    # touched while not running. processes.recently_modified orders the list by last_modified_at with it.
+    settled_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-started_at"]
@@ -83,9 +90,12 @@ class Process(FSMModelMixin, models.Model):
             models.Index(fields=["status", "next_retry_at"], name="process_status_retry"),
             # The list filtered by status, newest first (the admin's and the API's default order).
             models.Index(fields=["status", "-started_at"], name="process_status_started"),
-            # Filtering by who started it. (Not last_modified_at: every step updates it, and an index on
-            # it would make each of those updates rewrite the index too.)
+            # Filtering by who started it, and the admin's list of names (a loose index scan).
             models.Index(fields=["created_by", "-started_at"], name="process_creator_started"),
+            # Filtering by workflow (and the search's workflow part), newest first.
+            models.Index(fields=["workflow", "-started_at"], name="process_workflow_started"),
+            # Ordering by last_modified_at (not indexed itself: see settled_at).
+            models.Index(fields=["-settled_at"], name="process_settled"),
         ]
 
     def __str__(self) -> str:
@@ -334,3 +344,21 @@ class ScheduledRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} for the period from {self.period_start}"
+
+
+class ProcessStatusCount(models.Model):
+    """Processes per status, kept by PostgreSQL triggers: a status's count is the sum of its rows' deltas.
+
+    Every insert and delete of processes and every change of a process's status adds rows here (`+n` or
+    `-n`), in the transaction that made the change, whatever made it (the engine's SQL, the ORM, a bulk
+    delete): migration 0008 installs the triggers. Rows are only ever added, never updated, so writers
+    do not queue for one counter row; processes.status_counts folds them into one row per status now and
+    then. A read sees exactly the processes its snapshot sees. On SQLite there are no triggers and the
+    table stays empty: the counts are a GROUP BY over the processes there.
+    """
+
+    status = models.CharField(max_length=20)
+    delta = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.delta:+d}"

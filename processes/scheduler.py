@@ -1,5 +1,6 @@
 """Periodic work of the engine: retrying waiting processes when due, recovering stalled running ones, and
-starting scheduled tasks. `tick()` does all of it; every scheduler calls it every SWEEP_INTERVAL_SECONDS:
+starting scheduled tasks (and folding the status counts). `tick()` does all of it; every scheduler calls it
+every SWEEP_INTERVAL_SECONDS:
 `manage.py run_scheduler`, Celery beat (task processes.scheduler_tick) or the embedded scheduler thread
 (processes/scheduler_thread.py). Any number of them may tick at once: none does a piece of work twice.
 """
@@ -22,9 +23,10 @@ from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import OrchestratorError
 from processes import engine
 from processes.dberrors import connection_lost
-from processes.models import ScheduledRun
+from processes.models import ProcessStatus, ScheduledRun
 from processes.recovery import SCHEDULER_ACTOR, recover_stalled_processes, retry_due_processes
 from processes.services import start_process
+from processes.status_counts import fold as fold_status_counts
 from workflows.errors import WorkflowNotStartable
 from workflows.registry import all_workflows
 
@@ -211,4 +213,9 @@ def tick(now: datetime | None = None) -> TickReport:
             logger.exception("scheduler: %s failed", label)
             report.failed.append(label)
     report.failed += [f"start_due_tasks ({failure})" for failure in task_failures]
+    try:
+        # Housekeeping, not reported: keeps the status counts a read of a few rows (processes.status_counts).
+        fold_status_counts(more_than=len(ProcessStatus.values))
+    except Exception:
+        logger.exception("scheduler: folding the status counts failed")
     return report

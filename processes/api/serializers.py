@@ -182,6 +182,7 @@ class ProcessStepPageSerializer(serializers.Serializer):
     """A page of a process's step log (`?limit=&offset=`), oldest first."""
 
     count = serializers.IntegerField(help_text="Rows in the whole log.")
+    count_exact = serializers.BooleanField(help_text="Always true here: one process's log is counted in full.")
     next = serializers.URLField(allow_null=True, help_text="The next page; null on the last.")
     previous = serializers.URLField(allow_null=True, help_text="The page before; null on the first.")
     results = ProcessStepStateSerializer(many=True, help_text="The steps; `state` is null without ?with_state=true.")

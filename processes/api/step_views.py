@@ -14,8 +14,9 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from orchestrator_site.api import Pagination, error_responses
+from orchestrator_site.api import error_responses
 from orchestrator_site.errors import NotFound
+from orchestrator_site.pagination import Pagination
 from processes import engine, steppages
 from processes.api.serializers import ProcessStepPageSerializer, ProcessStepStateSerializer
 from processes.models import Process, ProcessStep
@@ -76,6 +77,7 @@ class ProcessStepListView(APIView):
         later, earlier = page.later_offset, page.earlier_offset
         return Response({
             "count": page.total,
+            "count_exact": True,  # one process's log: always counted in full
             "next": _other_page(request, later, limit) if later is not None else None,
             "previous": _other_page(request, earlier, limit) if earlier is not None else None,
             "results": data,

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.urls import reverse
 from django.utils.http import parse_etags
 from django_filters.rest_framework import DjangoFilterBackend
@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from orchestrator_site.api import error_responses
 from orchestrator_site.errors import NotFound
-from processes import engine, idempotency, operations, services, steppages
+from processes import engine, idempotency, operations, recently_modified, services, steppages
 from processes.api.filters import ProcessFilter, ProcessSearchFilter
 from processes.api.serializers import (
     AbortPendingSerializer,
@@ -34,6 +34,7 @@ from processes.api.serializers import (
 )
 from processes.api.step_views import annotate, steps_url
 from processes.models import Process, ProcessLease, ProcessStatus, ProcessSubscription
+from processes.status_counts import status_counts as count_statuses
 from processes.subscription_delta import subscription_delta
 from workflows.registry import get_workflow
 
@@ -88,6 +89,11 @@ class ProcessViewSet(viewsets.GenericViewSet):
         )
 
     # --- reading -------------------------------------------------------------------------------------
+    @staticmethod
+    def narrow_to_top(queryset: QuerySet[Process], rows: int) -> QuerySet[Process]:
+        """The pagination's hook: ?ordering=last_modified_at reads a page's worth of rows, not every row."""
+        return recently_modified.narrow_to_top(queryset, rows)
+
     def list(self, request: Request) -> Response:
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)
@@ -151,13 +157,12 @@ class ProcessViewSet(viewsets.GenericViewSet):
             return None
 
     @extend_schema(summary="Count processes per status",
+                   description="Exact counts of every status (zeros included), kept by the database as processes "
+                               "are written: the same cost with a thousand processes or a million.",
                    responses={200: StatusCountsSerializer, **error_responses(401)})
     @action(detail=False, methods=["get"], url_path="status-counts", filter_backends=[], pagination_class=None)
     def status_counts(self, request: Request) -> Response:
-        counts = dict.fromkeys(ProcessStatus.values, 0)
-        for row in Process.objects.order_by().values("status").annotate(n=Count("pk")):
-            counts[row["status"]] = row["n"]
-        return Response(StatusCountsSerializer({"counts": counts}).data)
+        return Response(StatusCountsSerializer({"counts": count_statuses()}).data)
 
     # --- acting --------------------------------------------------------------------------------------
     @extend_schema(

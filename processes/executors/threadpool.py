@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -37,13 +38,42 @@ def shutdown(wait: bool = True) -> None:
     with _pool_lock:
         pool, _pool = _pool, None
     if pool is not None:
+        if wait:
+            _close_kept_connections(pool)
         pool.shutdown(wait=wait)
 
 
+def _close_kept_connections(pool: ThreadPoolExecutor) -> None:
+    """Have each thread close the connection it kept while idle (a thread's connection is its own to close).
+
+    One job per thread: each waits at a barrier until every thread holds one, so no thread takes two.
+    """
+    threads = len(getattr(pool, "_threads", ()))
+    if not threads:
+        return
+    barrier = threading.Barrier(threads)
+
+    def close() -> None:
+        # A thread still busy with a process breaks the wait: it closes its own after that process.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=2)
+        connection.close()
+
+    for _ in range(threads):
+        pool.submit(close)
+
+
+def _keeps_connections() -> bool:
+    return connection.settings_dict.get("CONN_MAX_AGE") != 0
+
+
 def _run(process_id: uuid.UUID | str) -> None:
-    # Each pool thread has its own database connection. It is kept from one job to the next while more
-    # work waits (opening a connection costs more than a short process's steps), checked before use, and
-    # closed once the queue is empty, so idle threads hold no connections open.
+    # Each pool thread has its own database connection. It is kept from one job to the next, checked before
+    # use (opening one costs more than a short process's steps). Once the queue is empty it is kept as a
+    # web request thread keeps its own (CONN_MAX_AGE: replaced when older at the next job; with 0, closed
+    # then, so idle threads hold none).
+    if _keeps_connections():
+        connection.close_if_unusable_or_obsolete()  # older than CONN_MAX_AGE: replaced, as at a request's start
     keep_healthy_connection()
     try:
         run_process(process_id)
@@ -53,7 +83,7 @@ def _run(process_id: uuid.UUID | str) -> None:
         logger.exception("process %s: the thread pool's run failed", process_id)
         connection.close()  # after a database error or a bug, start the next job on a fresh connection
     finally:
-        if _queue_empty():
+        if _queue_empty() and not _keeps_connections():
             connection.close()
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -435,7 +435,6 @@ def test_two_concurrent_repeats_with_one_key_start_one_process(runner, monkeypat
             response = start(client_for(runner), "t_writes", **{"Idempotency-Key": "race"})
             answers.append((response.status_code, response.json()["id"]))
         finally:
-            close_old_connections()
             connection.close()
 
     threads = [threading.Thread(target=post) for _ in range(2)]

@@ -18,6 +18,7 @@ from django.core.management.base import CommandError
 
 from processes.models import EngineSettings, InputState, Process, ProcessStep, ProcessSubscription
 from subscriptions.models import Subscription, SubscriptionLifecycleEvent
+from tests.factories import ProcessFactory, WorkflowFactory
 from workflows.dsl import StepList, begin, step
 from workflows.node.demo import load_demo_products
 from workflows.node.products import NodeProduct
@@ -323,6 +324,17 @@ def test_a_process_of_a_workflow_removed_from_the_code_can_still_be_shown(failin
     assert pid in run("list_processes", workflow=FAILING_TASK)
     # it cannot run again, and says why in one line
     assert f"workflow {FAILING_TASK} was removed from code" in refused("retry_process", pid)
+
+
+@pytest.mark.django_db
+def test_list_processes_counts_no_further_than_the_list_count_limit(settings):
+    settings.ORCHESTRATOR = {"LIST_COUNT_LIMIT": 3}
+    ProcessFactory.create_batch(7, workflow=WorkflowFactory(name="t_many"))
+
+    assert run("list_processes", limit=2).strip().endswith("2 of at least 3 processes; next page: --offset 2.")
+    assert run("list_processes", limit=2, offset=4).strip().endswith(
+        "2 of at least 7 processes; next page: --offset 6.")
+    assert run("list_processes", limit=2, offset=6).strip().endswith("1 of 7 processes.")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import close_old_connections
+from django.db import connections
 
 from processes.models import Process, ProcessStep
 from processes.services import start_process
@@ -93,7 +93,7 @@ def test_two_processes_started_at_once_on_one_subscription_only_one_proceeds(act
         except Exception as exc:  # recorded and asserted below
             outcomes.append(exc)
         finally:
-            close_old_connections()
+            connections.close_all()
 
     threads = [threading.Thread(target=start, args=(n,)) for n in ("first", "second")]
     for thread in threads:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import close_old_connections
+from django.db import connections
 from rest_framework.test import APIClient
 
 from orchestrator_site.errors import InvalidInput
@@ -184,7 +184,7 @@ def test_racing_starts_on_a_node_and_its_port_never_both_hold(catalogue):
             except SubscriptionOutOfSync:
                 outcomes.append("refused")
             finally:
-                close_old_connections()
+                connections.close_all()
 
         threads = [threading.Thread(target=start, args=("t_hold_node", node)),
                    threading.Thread(target=start, args=("t_hold_port", port))]
@@ -343,7 +343,7 @@ def test_racing_starts_of_a_single_instance_task_create_exactly_one(db):
             except WorkflowNotStartable:
                 outcomes.append("refused")
             finally:
-                close_old_connections()
+                connections.close_all()
 
         threads = [threading.Thread(target=start) for _ in range(3)]
         for thread in threads:

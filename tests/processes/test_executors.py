@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from unittest.mock import Mock
 
 import pytest
 import redis
@@ -93,10 +94,14 @@ def test_the_threadpool_runs_a_process_to_the_end_off_the_callers_thread(setting
 
 @pytest.mark.requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_pool_thread_keeps_its_connection_while_work_waits_and_closes_it_when_idle(monkeypatch, settings):
+@pytest.mark.parametrize("max_age", [0, 60])
+def test_a_pool_thread_keeps_its_connection_while_work_waits_and_closes_it_when_idle(monkeypatch, settings, max_age):
     from django.db import connection
 
     settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "THREADPOOL_WORKERS": 1}
+    # CONN_MAX_AGE=0: closed as soon as the queue is empty; 60 (the default): kept while idle, as a web
+    # request thread keeps its own, and closed when the pool shuts down.
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", max_age)
     first_started, go_on = threading.Event(), threading.Event()
     backends: list[int] = []
 
@@ -118,15 +123,19 @@ def test_a_pool_thread_keeps_its_connection_while_work_waits_and_closes_it_when_
             future.result(timeout=10)
         # Five jobs back to back on one connection: opened once, not once per process.
         assert len(backends) == 5 and len(set(backends)) == 1
-        # The queue is empty: the idle thread has closed it.
-        with connection.cursor() as cursor:
-            for _ in range(50):
+
+        def held() -> bool:
+            with connection.cursor() as cursor:
                 cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backends[0]])
-                if cursor.fetchone()[0] == 0:
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("the idle pool thread still holds its database connection")
+                return cursor.fetchone()[0] == 1
+
+        if max_age:
+            assert held()  # idle, and kept for the next process
+            pool.submit("job-5").result(timeout=10)
+            assert backends[-1] == backends[0]
+            threadpool.shutdown(wait=True)
+        # The queue is empty (0), or the pool was shut down (60): the thread has closed it.
+        wait_until(lambda: not held(), 5, "the pool thread to close its database connection")
     finally:
         go_on.set()
         threadpool.shutdown(wait=True)
@@ -252,6 +261,55 @@ def test_a_broker_lost_after_the_commit_leaves_the_process_queued_and_the_sweep_
     assert Process.objects.get().status == ProcessStatus.COMPLETED
     assert step_counts(process.process_id)["Write A"] == 1
     assert not ProcessLease.objects.exists()
+
+
+@runs
+def test_starts_check_the_broker_on_a_kept_connection_and_only_when_it_was_not_seen_working(
+    settings, api, broker_at, monkeypatch
+):
+    import redis.connection
+    from kombu.exceptions import OperationalError
+
+    queue = _test_queue()
+    settings.ORCHESTRATOR = {"EXECUTOR": "celery"}
+    broker_at(TEST_BROKER)
+    seen = Counter()
+
+    def spy(cls: type, name: str) -> None:
+        original = getattr(cls, name)
+
+        def counted(*args, **kwargs):
+            seen[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, name, counted)
+
+    spy(redis.connection.Connection, "_connect")  # a new TCP connection to the broker
+    spy(redis.Redis, "ping")  # a round trip that only checks
+
+    def start() -> int:
+        return api.post(URL, {"workflow": "t_writes"}, format="json").status_code
+
+    try:
+        assert [start() for _ in range(10)] == [201] * 10
+        # The first start checked; each later one followed a hand-over that worked. Before, every start
+        # opened a connection of its own to check the broker: 10 more connections, 10 more pings.
+        assert seen["ping"] <= 2 and seen["_connect"] <= 2, seen
+        checked = seen["ping"]
+
+        with monkeypatch.context() as broken:  # the broker went away after the check: the hand-over fails
+            broken.setattr(run_process_task, "apply_async", Mock(side_effect=OperationalError("gone")))
+            assert start() == 201  # written, queued: the recovery sweep hands it over (see the test above)
+        assert seen["ping"] == checked
+        assert start() == 201
+        assert seen["ping"] == checked + 1  # not seen working since: this start checked again
+
+        settings.ORCHESTRATOR = {"EXECUTOR": "celery", "BROKER_CHECK_SECONDS": 0.0}
+        assert [start() for _ in range(3)] == [201] * 3
+        assert seen["ping"] == checked + 4  # checked before each one
+        assert seen["_connect"] <= 2, seen  # on the same connection
+    finally:
+        queue.flushdb()
 
 
 # --- Celery: two real workers --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import close_old_connections
+from django.db import connections
 from rest_framework.test import APIClient
 
 from orchestrator_site.errors import OrchestratorError
@@ -50,7 +50,7 @@ def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
         except Exception as exc:  # recorded and asserted by the test
             results[index] = exc
         finally:
-            close_old_connections()
+            connections.close_all()
 
     threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
     for thread in threads:
@@ -204,7 +204,7 @@ def test_abort_of_a_process_whose_step_is_running_answers_at_once_and_ends_it_at
     settings.ORCHESTRATOR = DEFERRED
     process = start_process("t_long")
     settings.ORCHESTRATOR = {}
-    worker = threading.Thread(target=lambda: (run_process(process.process_id), close_old_connections()))
+    worker = threading.Thread(target=lambda: (run_process(process.process_id), connections.close_all()))
     worker.start()
     try:
         deadline = time.monotonic() + 10

@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import close_old_connections
+from django.db import connections
 from django.utils import timezone
 
 from processes import leases
@@ -53,7 +53,7 @@ def test_a_step_longer_than_the_lease_counts_as_running_and_is_never_handed_to_a
     settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor", "LEASE_SECONDS": 0.5}
     process = start_process("t_long")
     pid = process.process_id
-    worker = threading.Thread(target=lambda: (run_process(pid), close_old_connections()))
+    worker = threading.Thread(target=lambda: (run_process(pid), connections.close_all()))
     worker.start()
     try:
         deadline = time.monotonic() + 10

@@ -30,8 +30,17 @@ TERMINATE_RTM = uuid.UUID("b0000002-0000-4000-8000-000000000002")
 TASK = uuid.UUID("c0000003-0000-4000-8000-000000000003")
 
 
+@pytest.fixture(params=["few", "many"])
+def form(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each search both ways: "few" as here, "many" as when a word's workflows hold more processes than
+    LIST_COUNT_LIMIT (an OR the list's ordering index reads in order, instead of a UNION): the same answers."""
+    if request.param == "many":
+        monkeypatch.setattr("processes.search.count_limit", lambda: 0)
+    return str(request.param)
+
+
 @pytest.fixture
-def processes(db) -> dict[str, Process]:
+def processes(db, form) -> dict[str, Process]:
     ams = SubscriptionFactory(subscription_id=AMS_SUB, description="Core router Amsterdam", customer_id="ACME-42")
     rtm = SubscriptionFactory(subscription_id=RTM_SUB, description="Edge router Rotterdam", customer_id="globex-7")
     value = SubscriptionInstanceValueFactory(

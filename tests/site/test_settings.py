@@ -81,3 +81,14 @@ def test_orchestrator_settings_fall_back_to_documented_defaults():
 def test_a_misspelt_orchestrator_setting_is_refused():
     with override_settings(ORCHESTRATOR={"SYSTEM_ACTR": "x"}), pytest.raises(ImproperlyConfigured, match="SYSTEM_ACTR"):
         orchestrator_setting("SYSTEM_ACTOR")
+
+
+def test_requests_keep_their_database_connection_for_conn_max_age_seconds_checked_before_reuse():
+    show = "from django.conf import settings; d = settings.DATABASES['default']; " \
+           "print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"
+
+    assert manage("shell", "--no-imports", "-c", show).stdout.split() == ["60", "True"]
+    assert manage("shell", "--no-imports", "-c", show, CONN_MAX_AGE="0").stdout.split() == ["0", "True"]
+    refused = manage("check", CONN_MAX_AGE="forever")
+    assert refused.returncode != 0
+    assert "CONN_MAX_AGE='forever' is not a whole number of seconds" in refused.stderr

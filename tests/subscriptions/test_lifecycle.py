@@ -7,7 +7,7 @@ import threading
 import uuid
 
 import pytest
-from django.db import close_old_connections, transaction
+from django.db import connections, transaction
 from django_fsm import TransitionNotAllowed
 
 from subscriptions.errors import IllegalTransition, StaleSubscription
@@ -234,7 +234,7 @@ def test_concurrent_lifecycle_changes_are_serialised_by_the_row_lock():
         except Exception as exc:  # recorded and asserted below
             outcomes[target] = exc
         finally:
-            close_old_connections()
+            connections.close_all()
 
     threads = [threading.Thread(target=move, args=(t,)) for t in (S.DISABLED, S.MIGRATING)]
     for thread in threads:

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
+from orchestrator_site.pagination import count_around_page
 from processes.management.commands._base import BIGINT_MAX, ProcessCommand, WholeNumber
 from processes.models import Process, ProcessStatus
 
@@ -44,13 +45,18 @@ class Command(ProcessCommand):
             queryset = queryset.filter(workflow__name=workflow)
         if subscription:
             queryset = queryset.filter(process_subscriptions__subscription_id=subscription)
-        total = queryset.count()
-        for process in queryset[offset:offset + limit]:
+        # One row more than shown says whether there is a next page; the count stops at LIST_COUNT_LIMIT
+        # (orchestrator_site.pagination, as the API's and the admin's lists).
+        page = list(queryset[offset:offset + limit + 1]) if offset + limit < BIGINT_MAX else []
+        more = len(page) > limit
+        page = page[:limit]
+        total, exact = count_around_page(queryset, offset, len(page), more)
+        for process in page:
             reason = f"  {process.failed_reason[:80]}" if process.failed_reason else ""
             self.stdout.write(
                 f"{process.process_id}  {process.status:<17} {process.workflow.name:<20} "
                 f"{process.started_at:%Y-%m-%d %H:%M:%S}  {process.created_by:<12} {process.last_step}{reason}"
             )
-        shown = max(0, min(limit, total - offset))
-        more = f"; next page: --offset {offset + limit}" if offset + limit < total else ""
-        self.stdout.write(f"{shown} of {total} processes{more}.")
+        of = f"{total}" if exact else f"at least {total}"
+        next_page = f"; next page: --offset {offset + limit}" if more else ""
+        self.stdout.write(f"{len(page)} of {of} processes{next_page}.")

@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY cannot run inside a transaction
 
     dependencies = [
-        ("processes", "0007_list_indexes"),
+        ("processes", "0009_list_order_indexes"),
     ]
 
     operations = [
