@@ -44,6 +44,28 @@ def staff_client(client, staff_user):
     return client
 
 
+@pytest.fixture
+def api(db):
+    """An API client authenticated as a plain user (a module may define its own `api` for other rights)."""
+    from rest_framework.test import APIClient
+
+    from tests.factories import UserFactory
+
+    client = APIClient()
+    client.force_authenticate(UserFactory())
+    return client
+
+
+@pytest.fixture
+def staff_api(staff_user):
+    """An API client authenticated as a staff superuser."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return client
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     from django.conf import settings
 

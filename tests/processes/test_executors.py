@@ -17,7 +17,6 @@ import pytest
 import redis
 from django.utils import timezone
 from kombu import pools as kombu_pools
-from rest_framework.test import APIClient
 
 from orchestrator_site.celery import app as celery_app
 from processes.engine import current_state, run_process
@@ -26,7 +25,6 @@ from processes.models import Process, ProcessStatus, ProcessStep
 from processes.services import start_process
 from processes.tasks import run_process_task
 from subscriptions.models import ResourceType
-from tests.factories import UserFactory
 from tests.processes.test_engine_crash import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,10 +63,8 @@ def broker_at() -> Iterator:
 
 
 @pytest.fixture
-def api(db) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
-    return client
+def api(staff_api):
+    return staff_api
 
 
 # --- the thread pool ---------------------------------------------------------------------------------

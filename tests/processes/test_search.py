@@ -19,7 +19,6 @@ from tests.factories import (
     SubscriptionFactory,
     SubscriptionInstanceFactory,
     SubscriptionInstanceValueFactory,
-    UserFactory,
     WorkflowFactory,
 )
 
@@ -124,13 +123,6 @@ def test_admin_search_box_finds_processes_by_subscription_description_and_custom
     assert admin_found(staff_client, q="task_validate") == {TASK}
     assert admin_found(staff_client, q="b0000002") == {TERMINATE_RTM}
     assert admin_found(staff_client, q="modify rotterdam") == set()
-
-
-@pytest.fixture
-def api(db) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(UserFactory())
-    return client
 
 
 def api_found(api: APIClient, **params: str) -> set[str]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from processes.bench_workflow import declare_bench_workflow
 from processes.engine import current_state
 from processes.models import Process, ProcessStep
 from processes.services import start_process
-from tests.factories import UserFactory
 from workflows.registry import unregister
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,10 +28,8 @@ def long_process(settings):
 
 
 @pytest.fixture
-def api():
-    client = APIClient()
-    client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
-    return client
+def api(staff_api):
+    return staff_api
 
 
 def test_the_api_detail_holds_the_newest_page_of_steps_and_links_to_the_earlier_ones(api, long_process):

@@ -12,10 +12,8 @@ from tests.factories import UserFactory
 
 
 @pytest.fixture
-def api(db):
-    client = APIClient()
-    client.force_authenticate(UserFactory(is_superuser=True, is_staff=True))
-    return client
+def api(staff_api):
+    return staff_api
 
 
 def test_a_body_over_the_configured_size_is_refused_with_413(api, settings):

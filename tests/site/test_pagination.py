@@ -10,16 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from processes.models import Process
-from tests.factories import ProcessFactory, UserFactory, WorkflowFactory
+from tests.factories import ProcessFactory, WorkflowFactory
 
 URL = "/api/processes/"
-
-
-@pytest.fixture
-def api(db) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(UserFactory())
-    return client
 
 
 @pytest.fixture

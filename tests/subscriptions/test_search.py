@@ -156,13 +156,6 @@ def test_search_keeps_the_filters_already_on_the_queryset(fleet):
 
 
 # --- the API and the admin use it ----------------------------------------------------------------
-@pytest.fixture
-def api(db) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(UserFactory())
-    return client
-
-
 def api_found(api: APIClient, **params: str) -> set[str]:
     response = api.get("/api/subscriptions/", params)
     assert response.status_code == 200, response.content
@@ -274,7 +267,6 @@ def test_a_search_of_too_many_words_is_a_400_naming_the_limit(db):
     from rest_framework.test import APIClient
 
     from subscriptions.search import MAX_SEARCH_WORDS
-    from tests.factories import UserFactory
 
     client = APIClient()
     client.force_authenticate(UserFactory())
