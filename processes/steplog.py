@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -72,31 +70,57 @@ def _lock_sql(vendor: str, for_update: bool) -> str:
     )
 
 
-@contextmanager
-def _cursor() -> Iterator[Any]:
-    """A cursor for the engine's statements, in the current transaction.
+class _Statements:
+    """Runs the engine's statements in the current transaction, on the connection this thread uses.
 
-    On PostgreSQL, the driver's own cursor (with Django's error translation, so callers see Django's
-    DatabaseError as from any query): Django's cursor wrapper costs more Python per statement than the rest
-    of the engine's step. Where queries are being logged (DEBUG, CaptureQueriesContext, the benchmark's
-    query counts), Django's cursor, so that they show.
+    On PostgreSQL, through the driver's own cursor (with Django's error translation, so callers see
+    Django's DatabaseError as from any query): Django's cursor wrapper, and every `connection.` lookup
+    (a thread-local one each), cost more Python per statement than the rest of the engine's step. Where
+    queries are being logged (DEBUG, CaptureQueriesContext, the benchmark's query counts), Django's cursor,
+    so that they show. Values go to the driver as they are where it adapts them itself (aware datetimes,
+    UUIDs, on PostgreSQL), through the fields' adapters elsewhere (SQLite stores both as text).
     """
-    db = connections[DEFAULT_DB_ALIAS]
-    if db.vendor != "postgresql" or db.connection is None or db.queries_logged:
-        with db.cursor() as cursor:
-            yield cursor
-        return
-    with db.wrap_database_errors, db.connection.cursor() as cursor:
-        yield cursor
+
+    __slots__ = ("db", "native")
+
+    def __init__(self) -> None:
+        self.db = connections[DEFAULT_DB_ALIAS]
+        self.native = self.db.vendor == "postgresql"
+
+    @property
+    def vendor(self) -> str:
+        return self.db.vendor
+
+    def pk(self, value: uuid.UUID | str) -> Any:
+        if self.native:
+            return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        return Process._meta.pk.get_db_prep_value(value, self.db)
+
+    def when(self, value: datetime) -> Any:
+        if self.native and value.tzinfo is not None:
+            return value
+        return _WHEN_FIELD.get_db_prep_value(value, self.db)
+
+    def run(self, statements: tuple[str, ...], params: tuple[list[Any], ...], *, fetch: bool = False) -> Any:
+        """Execute each statement with its parameters; with `fetch`, return the last one's first row."""
+        db = self.db
+        if not self.native or db.connection is None or db.queries_logged:
+            with db.cursor() as cursor:
+                for sql, values in zip(statements, params, strict=True):
+                    cursor.execute(sql, values)
+                return cursor.fetchone() if fetch else None
+        with db.wrap_database_errors, db.connection.cursor() as cursor:
+            for sql, values in zip(statements, params, strict=True):
+                cursor.execute(sql, values)
+            return cursor.fetchone() if fetch else None
 
 
 def lock(process_id: uuid.UUID | str) -> Locked | None:
     """Lock the process row (until the transaction ends) and read it with the engine's pause flag and its
     run record (who holds it, and whether an abort was asked for)."""
-    sql = _lock_sql(connection.vendor, connection.features.has_select_for_update_of)
-    with _cursor() as cursor:
-        cursor.execute(sql, [Process._meta.pk.get_db_prep_value(process_id, connection)])
-        row = cursor.fetchone()
+    run = _Statements()
+    sql = _lock_sql(run.vendor, run.db.features.has_select_for_update_of)
+    row = run.run((sql,), ([run.pk(process_id)],), fetch=True)
     if row is None:
         return None
     (status, current_step, attempt, version, acting_user, workflow_name, paused,
@@ -157,7 +181,7 @@ def advance(locked: Locked, *, step_name: str, step_status: str, entry: Entry, s
     status stays as it is. The run's lease is renewed, or let go when this is its `last` step. `next_step`
     is the position to move to (default: the step after this one; a step that runs again stays).
     """
-    prep = _Prep()
+    prep = _Statements()
     pid = prep.pk(locked.process_id)
     update_params = [locked.current_step + 1 if next_step is None else next_step, step_name, 1, prep.when(finished)]
     if new_status is not None:
@@ -171,29 +195,17 @@ def advance(locked: Locked, *, step_name: str, step_status: str, entry: Entry, s
         pid, step_name, step_status, entry.state_json, entry.delta_json, locked.acting_user, prep.when(started),
         prep.when(finished), locked.current_attempt,
     ]
-    statements = _advance_sql(connection.vendor, new_status is not None, lease_action)
-    with _cursor() as cursor:
-        if len(statements) == 1:
-            cursor.execute(statements[0], update_params + lease_params + insert_params)
-        else:
-            params_of = (update_params, lease_params, insert_params) if lease_action != "keep" else (
-                update_params, insert_params)
-            for sql, params in zip(statements, params_of, strict=True):
-                cursor.execute(sql, params)
+    statements = _advance_sql(prep.vendor, new_status is not None, lease_action)
+    if len(statements) == 1:
+        prep.run(statements, (update_params + lease_params + insert_params,))
+    else:
+        prep.run(statements, (update_params, lease_params, insert_params) if lease_action != "keep" else (
+            update_params, insert_params))
     if lease_action == "renew":
         lease.mark_renewed()
 
 
-class _Prep:
-    """Values adapted for this connection the way the ORM would adapt them."""
-
-    _when_field = ProcessStep._meta.get_field("started_at")
-
-    def pk(self, value: uuid.UUID | str) -> Any:
-        return Process._meta.pk.get_db_prep_value(value, connection)
-
-    def when(self, value: datetime) -> Any:
-        return self._when_field.get_db_prep_value(value, connection)
+_WHEN_FIELD = ProcessStep._meta.get_field("started_at")
 
 
 @cache
@@ -238,7 +250,7 @@ def create(*, process_id: uuid.UUID, workflow_name: str, status: str, first_step
     """
     if connection.vendor != "postgresql":
         return False
-    prep = _Prep()
+    prep = _Statements()
     version_field = Process._meta.get_field("workflow_version")
     input_field = InputState._meta.get_field("input")
     params = [
