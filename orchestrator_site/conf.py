@@ -108,6 +108,20 @@ DEFAULTS: dict[str, Any] = {
     # (from the API, the command line or the admin); deeper is refused as invalid input. Input ends up in
     # the process state (jsonb), which every later step, page and log row reads back.
     "JSON_MAX_DEPTH": 32,
+    # A callback step whose external system has not called back within this many seconds fails (the
+    # scheduler's sweep sees to it), unless the step sets a timeout of its own; a retry asks again.
+    "CALLBACK_TIMEOUT_SECONDS": 3600.0,
+    # The address external systems reach this orchestrator at: callback URLs handed to them start with it.
+    # Empty: "http://localhost:8000" (the address `make run` serves).
+    "CALLBACK_BASE_URL": "",
+    # The most progress messages one callback keeps; later ones are refused (409), and the longest kept.
+    "CALLBACK_PROGRESS_MAX": 1000,
+    "CALLBACK_PROGRESS_MAX_CHARS": 2000,
+    # The node demo's stand-in provisioning system (workflows/node/provisioning.py): "" (off: the
+    # create_node workflow skips its "Deploy node configuration" step), or "http" (a thread of this process
+    # answers the callback after NODE_PROVISIONING_DELAY_SECONDS, by POSTing to its URL like a real one).
+    "NODE_PROVISIONING": "",
+    "NODE_PROVISIONING_DELAY_SECONDS": 3.0,
 }
 
 

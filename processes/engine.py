@@ -32,7 +32,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
-from processes import leases, statelog, steplog
+from processes import leases, statelog, steplog, waits
 from processes.dberrors import connection_lost, drop_connection
 from processes.errors import StepError
 
@@ -215,6 +215,13 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: s
         steplog.advance(locked, step_name=step.name, step_status=StepStatus.SKIPPED, entry=entry,
                         started=started, finished=timezone.now(), lease=lease)
         return _Outcome(True, state, locked.current_step + 1, entry.since)
+
+    if step.kind in (StepKind.CALLBACK, StepKind.TIMER):
+        run = waits.run_callback if step.kind == StepKind.CALLBACK else waits.run_timer
+        going_on = run(locked, step, state, since, started, lease)
+        if going_on is None:  # the process waits now, held by no run
+            return _Outcome(False, released=True)
+        return _Outcome(True, going_on[0], locked.current_step + 1, going_on[1])
 
     new_state, delta, runs_again = call_step(step, state, acting_user=locked.acting_user)
     # The row keeps what the step changed; the whole state only when a snapshot is due (statelog).

@@ -35,6 +35,7 @@ class StepStatus(models.TextChoices):
     SUSPEND = "suspend", "suspend"
     WAITING = "waiting", "waiting"
     AWAITING_CALLBACK = "awaiting_callback", "awaiting callback"
+    CALLBACK = "callback", "callback received"
     FAILED = "failed", "failed"
     ABORT = "abort", "abort"
     COMPLETE = "complete", "complete"
@@ -73,7 +74,8 @@ class Process(FSMModelMixin, models.Model):
     # The step names of the workflow when the process started: a retry after the workflow changed
     # incompatibly is refused instead of running the wrong step.
     workflow_version = models.JSONField(default=list)
-    # When a waiting process (a failed retrystep) is due for its next automatic try.
+    # When the scheduler's sweep acts on this process next: a waiting process's next automatic try (a failed
+    # retrystep) or the moment its timer ends; an awaiting process's callback deadline.
     next_retry_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # last_modified_at of a process that is not running, kept by a PostgreSQL trigger (migration 0009; NULL
     # on SQLite); never written by the code. Indexed where last_modified_at cannot be: every step of a
@@ -131,8 +133,23 @@ class Process(FSMModelMixin, models.Model):
         """Wait for user input."""
 
     @transition(field=status, source=P.RUNNING, target=P.AWAITING_CALLBACK)
-    def await_callback(self) -> None:
-        """Wait for an external system to call back."""
+    def await_callback(self, deadline: Any) -> None:
+        """Wait for an external system to call back, until `deadline`."""
+        self.next_retry_at = deadline
+
+    @transition(field=status, source=P.RUNNING, target=P.WAITING)
+    def sleep(self, until: Any) -> None:
+        """Wait for a moment (a timer step): no failure, woken by the sweep at `until`."""
+        self.failed_reason = ""
+        self.traceback = ""
+        self.next_retry_at = until
+
+    @transition(field=status, source=P.AWAITING_CALLBACK, target=P.FAILED)
+    def miss_callback(self, reason: str) -> None:
+        """No callback came before the deadline (or it came too late)."""
+        self.failed_reason = reason
+        self.traceback = ""
+        self.next_retry_at = None
 
     @transition(field=status, source=P.WAITING, target=P.FAILED)
     def stop_waiting(self, reason: str, traceback: str = "") -> None:
@@ -362,3 +379,7 @@ class ProcessStatusCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.status} {self.delta:+d}"
+
+
+# Callback tokens and their progress messages live in a module of their own (this one is long enough).
+from processes.callback_models import CallbackProgress, CallbackToken  # noqa: E402, F401

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import InvalidInput, NotFound
-from processes import engine, leases, statelog, steplog
+from processes import callbacks, engine, leases, statelog, steplog
 from processes.errors import AlreadyRunning, ProcessBusy, WrongProcessStatus
 from processes.executors import get_executor
 from processes.models import (
@@ -111,6 +111,9 @@ def retry(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
             )
         spec = engine.spec_of(process, "retry")
         engine.check_version(process, spec, "retry")
+        # A callback step runs its action again, with a new token: the old one (and an answer taken but
+        # refused by validate) no longer counts. A timer wait is woken now.
+        callbacks.close_open(process.process_id, f"the process was retried by {actor_name(by)}")
         process.resume()  # clears the old failure from the row; the failed step rows keep it
         process.run()
         process.acting_user = actor_name(by)
@@ -150,6 +153,21 @@ def _take_over_stopped_run(process: Process, by: Any) -> None:
     process.last_modified_at = now
     process.save(update_fields=["acting_user", "last_modified_at"])
     leases.queue(process.process_id, fresh=True)
+
+
+def wake(process_id: uuid.UUID | str) -> bool:
+    """The sweep's part for a timer that ended: the process goes on with the step after it, for whoever it
+    ran for. False when it no longer waits for a timer (woken, retried or aborted meanwhile); needs the
+    caller's transaction."""
+    process = engine.get_process(process_id, lock=True)
+    if process.status != P.WAITING or process.failed_reason:
+        return False
+    process.resume()
+    process.run()
+    process.last_modified_at = timezone.now()
+    process.save(update_fields=["status", "next_retry_at", "failed_reason", "traceback", "last_modified_at"])
+    leases.queue(process.process_id, fresh=True)
+    return True
 
 
 def resume(process_id: uuid.UUID | str, user_input: Any, *, by: Any = None) -> Process:
@@ -270,6 +288,13 @@ def skip_step(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") 
             )
         spec = engine.spec_of(process, "skip a step of")
         engine.check_version(process, spec, "skip a step of")
+        if process.status == P.WAITING and not process.failed_reason:
+            # A timer: its step is done, the process waits to go on with the next one; skipping would skip that.
+            raise WrongProcessStatus(
+                f"cannot skip a step of process {process.process_id}: it waits for a timer (until "
+                f"{process.next_retry_at:%Y-%m-%d %H:%M:%S %Z}), no step failed; retry it to go on now",
+                process_id=process.process_id,
+            )
         step = spec.steps[process.current_step]
         if step.kind == StepKind.DONE:
             # Past the last step there is nothing to continue with: the process could never complete.
@@ -280,6 +305,7 @@ def skip_step(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") 
             )
         who = actor_name(by)
         text = f"skipped by {who}: {reason}"
+        callbacks.close_open(process.process_id, text)
         now = timezone.now()
         ProcessStep.objects.create(
             process=process, name=step.name, status=StepStatus.SKIPPED, state=engine.current_state(process),

@@ -18,7 +18,7 @@ from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import NotFound
 from processes.dberrors import connection_lost, drop_connection, storable_text
 from processes.lookups import current_state, get_process, step_label
-from processes.models import Process, ProcessLease, ProcessStatus, ProcessStep, StepStatus
+from processes.models import CallbackToken, Process, ProcessLease, ProcessStatus, ProcessStep, StepStatus
 from processes.statelog import no_change, to_json
 from workflows.dsl import StepKind
 from workflows.registry import WorkflowSpec, get_workflow
@@ -56,6 +56,9 @@ def abort_locked(process: Process, who: str, reason: str = "") -> str:
     process.last_modified_at = now
     process.save(update_fields=["status", "failed_reason", "next_retry_at", "last_step", "last_modified_at"])
     ProcessLease.objects.filter(process=process).delete()
+    # An awaited callback's token stops working with it.
+    CallbackToken.objects.filter(process=process, closed_at__isnull=True).update(
+        closed_at=now, closed_reason=text[:500])
     logger.info("process %s: %s", process.process_id, text)
     return text
 

@@ -42,7 +42,8 @@ def retry_due_processes(now: datetime | None = None, *, limit: int = 100) -> lis
         return []
     retried: list[uuid.UUID] = []
     due = list(
-        Process.objects.filter(status=ProcessStatus.WAITING, next_retry_at__lte=now)
+        # A waiting process without a failure waits for a timer: wake_due_timers' part.
+        Process.objects.filter(status=ProcessStatus.WAITING, next_retry_at__lte=now).exclude(failed_reason="")
         .order_by("next_retry_at")
         .values_list("process_id", flat=True)[:limit]
     )
@@ -71,6 +72,33 @@ def retry_due_processes(now: datetime | None = None, *, limit: int = 100) -> lis
         retried.append(process_id)
         logger.info("process %s: automatic retry of its waiting step", process_id)
     return retried
+
+
+def wake_due_timers(now: datetime | None = None, *, limit: int = 100) -> list[uuid.UUID]:
+    """Wake the processes whose timer ended (at `now` or before): each goes on with the step after its timer,
+    handed to the executor. Never before its moment; each under a row lock that skips rows another scheduler
+    holds, so none is woken twice. Nothing is woken while the engine is paused (they stay due)."""
+    now = now or timezone.now()
+    if engine.engine_paused():
+        return []
+    due = list(Process.objects.filter(status=ProcessStatus.WAITING, failed_reason="", next_retry_at__lte=now)
+               .order_by("next_retry_at").values_list("process_id", flat=True)[:limit])
+    woken: list[uuid.UUID] = []
+    for process_id in due:
+        try:
+            with transaction.atomic():
+                locked = (Process.objects.select_for_update(skip_locked=True)
+                          .filter(pk=process_id, status=ProcessStatus.WAITING, failed_reason="", next_retry_at__lte=now)
+                          .exists())
+                if not locked or not operations.wake(process_id):
+                    continue
+                submit_after_commit(process_id)
+        except (ExecutorUnavailable, EnginePaused) as exc:
+            logger.warning("timers wait for the next tick: %s", exc)
+            break
+        woken.append(process_id)
+        logger.info("process %s: its timer ended; it goes on", process_id)
+    return woken
 
 
 def _stop_retrying(process_id: uuid.UUID, exc: BaseException) -> None:

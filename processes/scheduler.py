@@ -1,6 +1,6 @@
-"""Periodic work of the engine: retrying waiting processes when due, recovering stalled running ones, and
-starting scheduled tasks (and folding the status counts). `tick()` does all of it; every scheduler calls it
-every SWEEP_INTERVAL_SECONDS:
+"""Periodic work of the engine: retrying waiting processes when due, waking timers, failing callback steps
+past their deadline, recovering stalled running ones, and starting scheduled tasks (and folding the status
+counts). `tick()` does all of it; every scheduler calls it every SWEEP_INTERVAL_SECONDS:
 `manage.py run_scheduler`, Celery beat (task processes.scheduler_tick) or the embedded scheduler thread
 (processes/scheduler_thread.py). Any number of them may tick at once: none does a piece of work twice.
 """
@@ -22,9 +22,10 @@ from django.utils import timezone
 from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import OrchestratorError
 from processes import engine
+from processes.callbacks import fail_overdue
 from processes.dberrors import connection_lost
 from processes.models import ProcessStatus, ScheduledRun
-from processes.recovery import SCHEDULER_ACTOR, recover_stalled_processes, retry_due_processes
+from processes.recovery import SCHEDULER_ACTOR, recover_stalled_processes, retry_due_processes, wake_due_timers
 from processes.services import start_process
 from processes.status_counts import fold as fold_status_counts
 from workflows.errors import WorkflowNotStartable
@@ -185,12 +186,15 @@ class TickReport:
     retried: list[uuid.UUID] = field(default_factory=list)
     recovered: list[uuid.UUID] = field(default_factory=list)
     started: list[uuid.UUID] = field(default_factory=list)
+    woken: list[uuid.UUID] = field(default_factory=list)
+    expired: list[uuid.UUID] = field(default_factory=list)
     # The parts that raised (logged with their traceback); the others still ran.
     failed: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = (f"retried {len(self.retried)} waiting process(es), recovered {len(self.recovered)} stalled "
-                f"one(s), started {len(self.started)} scheduled task(s)")
+                f"one(s), started {len(self.started)} scheduled task(s), woke {len(self.woken)} timer(s), failed "
+                f"{len(self.expired)} callback(s) past their deadline")
         return text + (f"; failed: {', '.join(self.failed)}" if self.failed else "")
 
 
@@ -202,14 +206,17 @@ def tick(now: datetime | None = None) -> TickReport:
     now = now or timezone.now()
     report = TickReport()
     task_failures: list[str] = []
-    parts = (("retried", retry_due_processes), ("recovered", recover_stalled_processes),
+    parts = (("retried", retry_due_processes), ("woken", wake_due_timers),
+             ("expired", lambda when: fail_overdue(when, who=SCHEDULER_ACTOR)),
+             ("recovered", recover_stalled_processes),
              ("started", lambda when: start_due_tasks(when, failures=task_failures)))
     for name, job in parts:
         try:
             setattr(report, name, job(now))
         except Exception:
             label = getattr(job, "__name__", name)
-            label = "start_due_tasks" if label == "<lambda>" else label
+            if label == "<lambda>":
+                label = {"expired": "fail_overdue", "started": "start_due_tasks"}[name]
             logger.exception("scheduler: %s failed", label)
             report.failed.append(label)
     report.failed += [f"start_due_tasks ({failure})" for failure in task_failures]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from processes.errors import StepError
@@ -32,23 +33,16 @@ def _subscription_id(param: Param, state: dict[str, Any], step: Step) -> Any:
     )
 
 
-def call_step(step: Step, state: dict[str, Any], *,
-              acting_user: str = "") -> tuple[dict[str, Any], dict[str, Any], bool]:
-    """Run `step` with its parameters taken from `state`; return the new state, what the step changed (its
-    delta: keys added, keys changed with their new values, keys removed), and whether it asks to run again
-    (it returned `again(...)`).
-
-    A parameter named `state` gets (a copy of) the whole state; one annotated with a domain model
-    class gets that subscription loaded; `acting_user` gets who the process now runs for (its creator, or
-    whoever retried or resumed it; not stored in the state); any other comes from the key of the same
-    name, or its default.
-    Domain models a step received or returned are saved, in the step's transaction, and stored in the
-    state as their subscription id. A key returned with the value REMOVE is taken out of the state.
-    """
+def _arguments(step: Step, state: dict[str, Any], acting_user: str,
+               extra: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[SubscriptionModel]]:
+    """The step function's arguments, taken from the state by name (see call_step), and the domain models
+    among them."""
     kwargs: dict[str, Any] = {}
     models: list[SubscriptionModel] = []
     for param in step.params:
-        if param.name == "state":
+        if extra and param.name in extra:
+            kwargs[param.name] = extra[param.name]
+        elif param.name == "state":
             kwargs["state"] = dict(state)
         elif param.name == "acting_user":
             kwargs["acting_user"] = acting_user or state.get("created_by", "")
@@ -67,6 +61,24 @@ def call_step(step: Step, state: dict[str, Any], *,
                 f"(it has: {available})"
             )
 
+    return kwargs, models
+
+
+def call_step(step: Step, state: dict[str, Any], *, acting_user: str = "",
+              extra: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Run `step` with its parameters taken from `state`; return the new state, what the step changed (its
+    delta: keys added, keys changed with their new values, keys removed), and whether it asks to run again
+    (it returned `again(...)`).
+
+    A parameter named `state` gets (a copy of) the whole state; one annotated with a domain model
+    class gets that subscription loaded; `acting_user` gets who the process now runs for (its creator, or
+    whoever retried or resumed it; not stored in the state); any other comes from the key of the same
+    name, or its default. `extra` holds values to pass by name that are not part of the state (a callback
+    step's URL and token).
+    Domain models a step received or returned are saved, in the step's transaction, and stored in the
+    state as their subscription id. A key returned with the value REMOVE is taken out of the state.
+    """
+    kwargs, models = _arguments(step, state, acting_user, extra)
     result = step.func(**kwargs)
 
     repeat = isinstance(result, Repeat)
@@ -110,3 +122,10 @@ def call_step(step: Step, state: dict[str, Any], *,
     for model in models:
         model.save()
     return new_state, {"added": added, "changed": changed, "removed": sorted(removed)}, repeat
+
+
+def call_timer(step: Step, state: dict[str, Any], *, acting_user: str = "") -> Any:
+    """Run a timer step's function (parameters from the state, as for any step) and return its answer: the
+    moment to wait for. It changes nothing: the state stays as it was."""
+    kwargs, _ = _arguments(step, state, acting_user, None)
+    return step.func(**kwargs)

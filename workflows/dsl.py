@@ -1,11 +1,14 @@
-"""The workflow DSL: steps, input steps, retry steps, conditions, steps that run again, and `>>` to chain them."""
+"""The workflow DSL: steps, input steps, retry steps, callback steps, timers, conditions, steps that run again,
+and `>>` to chain them."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +43,8 @@ class StepKind(StrEnum):
     RETRY = "retry"
     DONE = "done"
     ABORT = "abort"
+    CALLBACK = "callback"
+    TIMER = "timer"
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class Step:
     form: Any = None
     condition: Callable[[State], bool] | None = None
     params: tuple[Param, ...] = field(default=())
+    # A callback step's validate step, deadline and result key (CallbackSpec); None for other kinds.
+    callback: CallbackSpec | None = None
 
     def __rshift__(self, other: Step | StepList) -> StepList:
         return StepList([self]) >> other
@@ -174,7 +181,7 @@ def conditional(predicate: Callable[[State], bool]) -> Callable[[Step], Step]:
     def wrap(target: Step) -> Step:
         if not isinstance(target, Step):
             raise TypeError(f"conditional(...) applies to a step, not {target!r}")
-        return Step(target.name, target.func, target.kind, target.form, predicate, target.params)
+        return dataclasses.replace(target, condition=predicate)
 
     return wrap
 
@@ -199,6 +206,83 @@ def again(state: State | None = None) -> Repeat:
     a failure and retry, or a pause, starts from the state that the last committed run left.
     """
     return Repeat(dict(state or {}))
+
+
+# --- waiting for an external system, and for time -----------------------------------------------------
+# Names a callback step's action may take besides the state's keys: where and how to call back. They are
+# never stored in the state (the token is a credential, and the state is shown to every reader).
+CALLBACK_PARAMS = ("callback_url", "callback_token", "callback_progress_url")
+
+
+@dataclass(frozen=True)
+class CallbackSpec:
+    """What a callback step waits for: the answer stored under `result_key`, checked by `validate` (a step
+    run in a transaction of its own once the answer came), within `timeout` (None: the setting
+    CALLBACK_TIMEOUT_SECONDS)."""
+
+    result_key: str
+    validate: Step | None
+    timeout: timedelta | None
+
+
+def callback_step(name: str, *, action: Callable[..., State | None],
+                  validate: Callable[..., State | None] | None = None, timeout: timedelta | None = None,
+                  result_key: str = "callback_result") -> Step:
+    """A step that hands work to an external system and waits for its answer, holding no worker.
+
+    `action` runs like any step (its own transaction; parameters from the state by name) and may also take
+    `callback_url` (where the system POSTs its JSON answer; the route's token is part of it),
+    `callback_token` and `callback_progress_url`. Once it committed, the process is `awaiting_callback`.
+    The answer is stored in the state under `result_key`; then `validate` runs like any step (taking the
+    answer by that name) and fails the step (retryable) by raising. No answer within `timeout`: the step
+    fails with that reason. A retry runs `action` again with a new token (the old one no longer works), so
+    an action must be safe to run again.
+    """
+    if not isinstance(result_key, str) or not result_key.strip():
+        raise TypeError(f"callback step {name!r}: result_key must be a non-empty name, not {result_key!r}")
+    if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta(0)):
+        raise TypeError(f"callback step {name!r}: timeout must be a positive timedelta, not {timeout!r}")
+    for label, func in (("action", action), ("validate", validate)):
+        if func is not None and (not callable(func) or isinstance(func, Step)):
+            raise TypeError(f"callback step {name!r}: {label} must be a plain function, not {func!r}")
+    acting = _make(name, StepKind.CALLBACK)(action)
+    check = _make(name, StepKind.STEP)(validate) if validate is not None else None
+    return dataclasses.replace(acting, callback=CallbackSpec(result_key, check, timeout))
+
+
+def wait_until(name: str) -> Callable[[Callable[..., datetime | str | None]], Step]:
+    """A timer: the decorated function (parameters from the state by name) returns the moment to wait for
+    (an aware datetime or ISO 8601 text; None or a past moment: no wait). The process then waits, holding no
+    worker, in status `waiting` until that moment, and the scheduler's sweep wakes it.
+
+    `@wait_until("Wait for the maintenance window") def window(window_start: str) -> str: return window_start`
+    """
+    return lambda func: _make(name, StepKind.TIMER)(func)
+
+
+def human_duration(duration: timedelta) -> str:
+    """A duration as people write it: "45 s", "10 min", "2 h 5 min", "3 d 4 h"."""
+    seconds = max(int(duration.total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
+    shown = [f"{value} {unit}" for value, unit in parts if value][:2]
+    return " ".join(shown) or "0 s"
+
+
+def sleep(duration: timedelta, name: str | None = None) -> Step:
+    """A timer that waits `duration` from the moment the step runs (see wait_until)."""
+    if not isinstance(duration, timedelta) or duration < timedelta(0):
+        raise TypeError(f"sleep(...) takes a timedelta of zero or more, not {duration!r}")
+    label = name or f"Wait {human_duration(duration)}"
+
+    def moment() -> datetime:
+        from django.utils import timezone
+
+        return timezone.now() + duration
+
+    return _make(label, StepKind.TIMER)(moment)
 
 
 init = Step("Start", _noop)

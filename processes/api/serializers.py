@@ -234,6 +234,21 @@ class SubscriptionDeltaSerializer(serializers.Serializer):
     changes = FieldChangeSerializer(many=True)
 
 
+class ProgressMessageSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class WaitingForSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["callback", "timer"],
+                                   help_text="callback: an external system's answer; timer: a moment.")
+    step = serializers.CharField(help_text="The step that waits.")
+    since = serializers.DateTimeField(help_text="When the waiting began.")
+    deadline = serializers.DateTimeField(required=False, help_text="callback: when the step fails without an answer.")
+    until = serializers.DateTimeField(required=False, help_text="timer: when the process goes on.")
+    progress = ProgressMessageSerializer(many=True, help_text="callback: the progress messages sent meanwhile.")
+
+
 class ProcessDetailSerializer(ProcessListItemSerializer):
     steps = ProcessStepSerializer(source="step_rows", many=True, read_only=True,
                                   help_text="The newest steps (at most STEPS_PAGE_SIZE, 50 by default), oldest first, "
@@ -250,6 +265,10 @@ class ProcessDetailSerializer(ProcessListItemSerializer):
     current_state = serializers.DictField(read_only=True)
     run = RunSerializer(source="run_record", read_only=True, allow_null=True,
                         help_text="Its run record while it runs or waits for a worker; null otherwise.")
+    waiting_for = WaitingForSerializer(
+        read_only=True, allow_null=True,
+        help_text="What an awaiting_callback process awaits (step, since, deadline, progress messages), or what timer "
+                  "a waiting process waits for (step, until); null otherwise.")
     subscription_delta = SubscriptionDeltaSerializer(
         read_only=True, allow_null=True,
         help_text="What a modify or terminate changed on its subscription: each field, old and new value; null "
@@ -258,7 +277,7 @@ class ProcessDetailSerializer(ProcessListItemSerializer):
     class Meta(ProcessListItemSerializer.Meta):
         fields = [*ProcessListItemSerializer.Meta.fields, "next_retry_at", "steps", "steps_count", "earlier_steps",
                   "pending_steps", "form",
-                  "current_state", "run", "subscription_delta"]
+                  "current_state", "run", "waiting_for", "subscription_delta"]
         read_only_fields = fields
 
 

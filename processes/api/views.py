@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from orchestrator_site.api import error_responses
 from orchestrator_site.errors import NotFound
-from processes import engine, idempotency, operations, recently_modified, services, steppages
+from processes import callbacks, engine, idempotency, operations, recently_modified, services, steppages
 from processes.api.filters import ProcessFilter, ProcessSearchFilter
 from processes.api.serializers import (
     AbortPendingSerializer,
@@ -135,6 +135,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
         process.current_state = current  # type: ignore[attr-defined]
         process.subscription_delta = subscription_delta(process, process.current_state)  # type: ignore[attr-defined]
         process.run_record = ProcessLease.objects.filter(process=process).first()  # type: ignore[attr-defined]
+        process.waiting_for = callbacks.waiting_for(process)  # type: ignore[attr-defined]
         data = ProcessDetailSerializer(process, context={"show_tracebacks": staff, "request": request}).data
         return Response(data, headers={"ETag": _etag(process.last_modified_at, process.status, staff),
                                        "Cache-Control": "private, no-cache"})

@@ -8,7 +8,7 @@ import pytest
 
 from processes.models import ProcessStep
 from subscriptions.models import ResourceType
-from tests.processes import flows
+from tests.processes import flows, wait_flows  # noqa: F401  (the test workflows)
 from workflows.node.demo import load_demo_products
 from workflows.node.products import NodeProduct, PortProduct
 
@@ -80,3 +80,13 @@ def effects(prefix: str) -> list[str]:
 
 def log(process) -> list[tuple[str, str]]:
     return list(ProcessStep.objects.filter(process=process).order_by("id").values_list("name", "status"))
+
+
+@pytest.fixture
+def fake_system():
+    """The fake external system of the callback tests, forgetting what earlier tests asked of it."""
+    from tests.processes.wait_flows import FakeSystem
+
+    FakeSystem.reset()
+    yield FakeSystem
+    FakeSystem.reset()
