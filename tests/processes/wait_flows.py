@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from tests.processes.flows import effect, write_a, write_c
@@ -31,9 +34,22 @@ class FakeSystem:
         return "/" + url.split("://", 1)[1].split("/", 1)[1]
 
 
+def hang_while_told(name: str) -> None:
+    """In a crash test's worker (ENGINE_TEST_DIR set): say "inside" and hang while the test's hang file exists."""
+    folder = os.environ.get("ENGINE_TEST_DIR")
+    if not folder:
+        return
+    hang, inside = Path(folder, f"{name}.hang"), Path(folder, f"{name}.inside")
+    if hang.exists():
+        inside.write_text("inside")
+        while hang.exists():
+            time.sleep(0.05)
+
+
 def deploy(process_id: str, callback_url: str, callback_token: str, callback_progress_url: str) -> State:
     # Committed with the step: counts how often the action ran (and stays uncounted if it rolled back).
-    effect(f"deploy-{process_id}-{len(FakeSystem.asked)}")
+    effect(f"deploy-{process_id}-{len(FakeSystem.asked)}-{os.getpid()}")
+    hang_while_told(f"deploy-{process_id}")
     FakeSystem.asked.append({"what": "deploy", "process_id": process_id, "url": callback_url,
                              "token": callback_token, "progress_url": callback_progress_url})
     return {"deploy_requested": True}
