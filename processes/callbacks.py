@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import Conflict, InvalidInput, NotFound
 from processes import leases, lookups, statelog
-from processes.dberrors import storable_text
+from processes.dberrors import connection_lost, storable_text
 from processes.errors import StepError, WrongProcessStatus
 from processes.executors import submit_after_commit
 from processes.models import (
@@ -268,14 +268,23 @@ def fail_overdue(now: datetime | None = None, *, who: str = "scheduler", limit: 
                .order_by("next_retry_at").values_list("process_id", flat=True)[:limit])
     failed: list[uuid.UUID] = []
     for process_id in due:
-        with transaction.atomic():
-            process = (Process.objects.select_for_update(skip_locked=True)
-                       .filter(pk=process_id, status=ProcessStatus.AWAITING_CALLBACK, next_retry_at__lte=now).first())
-            if process is None:
-                continue
-            row = CallbackToken.objects.filter(process=process, received_at__isnull=True,
-                                               closed_at__isnull=True).order_by("-id").first()
-            expire(process, row, now, who=who)
+        try:
+            with transaction.atomic():
+                process = (Process.objects.select_for_update(skip_locked=True)
+                           .filter(pk=process_id, status=ProcessStatus.AWAITING_CALLBACK, next_retry_at__lte=now)
+                           .first())
+                if process is None:
+                    continue
+                row = CallbackToken.objects.filter(process=process, received_at__isnull=True,
+                                                   closed_at__isnull=True).order_by("-id").first()
+                expire(process, row, now, who=who)
+        except DatabaseError as exc:
+            if connection_lost(exc):
+                raise  # nothing else can be done on this tick
+            # One process that cannot be failed must not keep the others past their deadline: the next
+            # tick tries it again.
+            logger.exception("process %s: could not fail it past its callback deadline", process_id)
+            continue
         failed.append(process_id)
     return failed
 

@@ -17,8 +17,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orchestrator_site.api import error_responses
+from orchestrator_site.api import error_body, error_responses
 from processes import callbacks
+from processes.errors import ProcessBusy
 
 CALLBACK_ERRORS = error_responses(400, 404, 409, 413, 415)
 
@@ -52,14 +53,23 @@ class CallbackView(_TokenView):
                     "validate runs next, in a worker. The token works once. **404**: no such process, or it awaits "
                     "no callback with this token (nothing is changed). **409**: the token was used already "
                     "(of two deliveries at once exactly one wins), the process awaits no callback any more, or the "
-                    "deadline passed (the step is then failed; a retry asks the external system again).",
+                    "deadline passed (the step is then failed; a retry asks the external system again). **503** "
+                    "with Retry-After: a step of the process is running right now (the one that asked may still "
+                    "be committing); call again.",
         request=OpenApiTypes.ANY,
-        responses={200: CallbackAcceptedSerializer, **CALLBACK_ERRORS},
+        responses={200: CallbackAcceptedSerializer, **CALLBACK_ERRORS, **error_responses(503)},
         examples=[OpenApiExample("An answer", value={"config_deployed": True, "device": "rtr-1"})],
         tags=["callbacks"],
     )
     def post(self, request: Request, id: str, token: str) -> Response:
-        process = callbacks.deliver(id, token, request.data)
+        try:
+            process = callbacks.deliver(id, token, request.data)
+        except ProcessBusy as exc:
+            # A step holds the process: most likely the one that asked for this callback, not committed yet
+            # (a system that answers within milliseconds). Not a refusal: the same call succeeds shortly.
+            detail = f"{exc}; the step that asked for this callback may still be finishing: try again shortly"
+            return Response(error_body(detail), status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            headers={"Retry-After": "1"})
         return Response({"process_id": process.process_id, "detail": "callback accepted; the process continues"})
 
 

@@ -15,6 +15,7 @@ from processes.models import CallbackToken, Process, ProcessLease, ProcessStep
 from processes.scheduler import tick
 from processes.services import abort_process, retry_process, start_process
 from tests.processes.conftest import effects, log
+from tests.processes.wait_flows import FakeSystem
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,8 +23,6 @@ GOOD = {"ok": True, "device": "rtr-1"}
 
 
 def post(url: str, body: object) -> tuple[int, dict]:
-    from tests.processes.wait_flows import FakeSystem
-
     response = APIClient().post(FakeSystem.path(url), body, format="json")
     return response.status_code, response.json()
 
@@ -259,3 +258,39 @@ def test_two_deliveries_at_the_same_moment_exactly_one_wins(fake_system):
         assert process.status == "completed"
         assert [s for n, s in log(process) if n == "Deploy config"] == ["awaiting_callback", "callback", "success"]
         assert effects(f"c-{process.process_id}") == [f"c-{process.process_id}"]  # the step after ran once
+
+
+@pytest.mark.requires_postgres
+def test_an_answer_while_a_step_holds_the_process_is_503_with_retry_after_and_works_when_tried_again(
+        fake_system, settings):
+    settings.ORCHESTRATOR = {"LOCK_WAIT_SECONDS": 0.2}
+    process = start_process("t_callback")
+    url = fake_system.last("deploy")["url"]
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_row() -> None:
+        from django.db import connection, transaction
+
+        try:
+            with transaction.atomic():
+                Process.objects.select_for_update().get(pk=process.process_id)
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        response = APIClient().post(FakeSystem.path(url), GOOD, format="json")
+    finally:
+        release.set()
+        holder.join(30)
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    process.refresh_from_db()
+    assert process.status == "awaiting_callback"
+    assert post(url, GOOD)[0] == 200
+
