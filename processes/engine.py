@@ -17,6 +17,8 @@ The contract (the README's "The engine's guarantees"):
 - A step that returns `again({...})` runs again: each run is one such transaction with its own log row,
   the process staying at that step, until a run returns a plain result. A crash, failure or pause between
   runs resumes from the state of the last committed run (the step keeps its cursor there).
+- A callback step or a timer that goes to wait (processes.waits) ends the run in its step's transaction: the
+  process is `awaiting_callback` or `waiting` with the moment the sweep acts, and no run holds it.
 """
 
 from __future__ import annotations
