@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from orchestrator_site.errors import Conflict, InvalidInput
-from processes import engine, operations
+from processes import callbacks, engine, operations
 from processes.errors import WorkflowRemoved, WrongProcessStatus
 from processes.executors import submit_after_commit
 from processes.models import Process, ProcessStatus, ProcessSubscription
@@ -150,6 +150,14 @@ def resume_process(process_id: uuid.UUID | str, user_input: Any, *, by: Any = No
         process = operations.resume(process_id, user_input, by=by)
         submit_after_commit(process.process_id)
     return engine.get_process(process.process_id)
+
+
+def deliver_callback(process_id: uuid.UUID | str, payload: Any, *, by: Any = None, reason: str = "") -> Process:
+    """Staff deliver the answer an awaiting process waits for by hand (it came out of band): logged with who
+    and why, then the process goes on as if the external system had called back."""
+    _authorize_process(process_id, by, "deliver a callback to")
+    callbacks.deliver(process_id, None, payload, by=by, reason=reason)
+    return engine.get_process(process_id)
 
 
 def abort_process(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Process:

@@ -94,6 +94,13 @@ class SkipStepSerializer(StrictSerializer):
                                  "by other means); kept in the process's log with your name.")
 
 
+class DeliverCallbackSerializer(StrictSerializer):
+    payload = serializers.JSONField(help_text="The answer, as the external system would have sent it (any JSON).")
+    # Blank passes here and is refused by the service, which owns the rule (as for the admin).
+    reason = TextField(allow_blank=True, max_length=2000,
+                       help_text="Required: where the answer came from; kept in the process's log with your name.")
+
+
 class EmptySerializer(StrictSerializer):
     """No fields: an empty body (or `{}`)."""
 

@@ -23,6 +23,7 @@ from processes.api.filters import ProcessFilter, ProcessSearchFilter
 from processes.api.serializers import (
     AbortPendingSerializer,
     AbortProcessSerializer,
+    DeliverCallbackSerializer,
     EmptySerializer,
     ProcessDetailSerializer,
     ProcessListItemSerializer,
@@ -75,7 +76,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
     lookup_url_kwarg = "id"  # the path reads /api/processes/{id}/, as the API contract says
 
     def get_permissions(self) -> list[permissions.BasePermission]:
-        if self.action in ("create", "resume", "retry", "skip", "abort", "destroy"):
+        if self.action in ("create", "resume", "retry", "skip", "abort", "destroy", "deliver_callback"):
             return [permissions.IsAuthenticated(), CanRunProcesses()]
         return [permissions.IsAuthenticated()]
 
@@ -240,6 +241,24 @@ class ProcessViewSet(viewsets.GenericViewSet):
         serializer = SkipStepSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         process = services.skip_step(id, by=request.user, reason=serializer.validated_data["reason"])
+        return Response(ProcessRefSerializer(process).data)
+
+    @extend_schema(
+        summary="Deliver the answer an awaiting process waits for, by hand",
+        description="For staff, when the external system answered out of band: the payload is taken as its "
+                    "callback would have been (stored under the step's result key, then checked by the step's "
+                    "validate), and the log row says who delivered it and why (the reason is required: 400 "
+                    "without one). The token handed to the external system stops working. **409** when the "
+                    "process awaits no callback.",
+        request=DeliverCallbackSerializer,
+        responses={200: ProcessRefSerializer, **ACTION_ERRORS},
+    )
+    @action(detail=True, methods=["post"], url_path="deliver-callback")
+    def deliver_callback(self, request: Request, id: str) -> Response:
+        serializer = DeliverCallbackSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        process = services.deliver_callback(id, serializer.validated_data["payload"], by=request.user,
+                                            reason=serializer.validated_data["reason"])
         return Response(ProcessRefSerializer(process).data)
 
     @extend_schema(
