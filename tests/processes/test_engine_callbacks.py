@@ -294,3 +294,21 @@ def test_an_answer_while_a_step_holds_the_process_is_503_with_retry_after_and_wo
     assert process.status == "awaiting_callback"
     assert post(url, GOOD)[0] == 200
 
+
+
+def test_show_process_says_what_an_awaiting_process_waits_for_with_its_progress(fake_system):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    process = start_process("t_callback")
+    APIClient().post(FakeSystem.path(fake_system.last("deploy")["progress_url"]), {"message": "pushing"},
+                     format="json")
+    out = StringIO()
+
+    call_command("show_process", str(process.process_id), stdout=out)
+
+    shown = out.getvalue()
+    assert "awaiting the callback of 'Deploy config' since " in shown
+    assert ", deadline " in shown
+    assert ": pushing" in shown

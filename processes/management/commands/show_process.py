@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from orchestrator_site.errors import NotFound
+from processes.callbacks import waiting_for
 from processes.engine import current_state, get_process
 from processes.management.commands._base import ProcessCommand
 from processes.models import ProcessStep
@@ -62,6 +63,15 @@ class Command(ProcessCommand):
         if form is not None:
             self.stdout.write(f"waiting for input at {form['step']!r}; current values: {json.dumps(form['initial'])}")
             self.stdout.write(f"form (JSON Schema): {json.dumps(form['schema'])}")
+        waiting = waiting_for(process)
+        if waiting is not None and waiting["kind"] == "callback":
+            self.stdout.write(f"awaiting the callback of {waiting['step']!r} since "
+                              f"{waiting['since']:%Y-%m-%d %H:%M:%S %Z}, deadline "
+                              f"{waiting['deadline']:%Y-%m-%d %H:%M:%S %Z}")
+            for message in waiting["progress"]:
+                self.stdout.write(f"  progress {message['created_at']:%H:%M:%S}: {message['message']}")
+        elif waiting is not None:
+            self.stdout.write(f"waiting for timer {waiting['step']!r} until {waiting['until']:%Y-%m-%d %H:%M:%S %Z}")
         if state and rows:
             self.stdout.write("")
             self.stdout.write(json.dumps(current_state(process), indent=2, sort_keys=True))
