@@ -45,7 +45,7 @@ BADGE_COLOURS: dict[str, str] = {
     P.COMPLETED: "#2e7d32", "complete": "#2e7d32", "success": "#2e7d32",
     P.FAILED: "#c62828", P.INCONSISTENT_DATA: "#c62828", P.API_UNAVAILABLE: "#c62828",
     P.WAITING: "#e65100", P.SUSPENDED: "#1565c0", "suspend": "#1565c0",
-    P.AWAITING_CALLBACK: "#1565c0", "awaiting_callback": "#1565c0",
+    P.AWAITING_CALLBACK: "#1565c0", "awaiting_callback": "#1565c0", "callback": "#00695c",
     P.RUNNING: "#00838f", P.CREATED: "#00838f", P.RESUMED: "#00838f",
     P.ABORTED: "#616161", "abort": "#616161", "skipped": "#6d4c41",
 }
