@@ -21,6 +21,7 @@ from django.utils.text import Truncator
 from orchestrator_site.errors import InvalidInput, OrchestratorError
 from orchestrator_site.pagination import CappedPaginator
 from processes import operations, services
+from processes.admin_callbacks import CallbackPages
 from processes.admin_detail import ProcessDetailPages
 from processes.admin_filters import CreatedByFilter
 from processes.admin_forms import AbortForm, SkipForm, form_for, input_from, put_errors_on
@@ -90,7 +91,7 @@ ACTIONS: dict[str, ActionSpec] = {
 
 # --- The process list ----------------------------------------------------------------------------
 @admin.register(Process)
-class ProcessAdmin(ProcessDetailPages, admin.ModelAdmin):
+class ProcessAdmin(CallbackPages, ProcessDetailPages, admin.ModelAdmin):
     list_display = [
         "short_id", "workflow_name", "workflow__target", "status_badge", "last_step", "failed_reason_short",
         "created_by", "started_at", "subscription_links",
