@@ -70,6 +70,7 @@ class ActionSpec:
     label: str
     statuses: tuple[str, ...]
     explain: str
+    verb: str = ""  # what "Cannot ... process X" says, when not the label in lower case
 
 
 ACTIONS: dict[str, ActionSpec] = {
@@ -86,6 +87,10 @@ ACTIONS: dict[str, ActionSpec] = {
     "abort": ActionSpec("abort", "Abort", tuple(ABORTABLE),
                         "The process ends for good; its subscriptions stay as they are (an out-of-sync "
                         "subscription stays out of sync). This cannot be undone."),
+    "deliver_callback": ActionSpec(
+        "deliver_callback", "Deliver callback by hand", (P.AWAITING_CALLBACK,),
+        "Your answer is taken as the external system's, logged with your name and the reason, and checked by the "
+        "step like any answer; the external system's token then no longer works.", "deliver a callback by hand to"),
 }
 
 
@@ -233,7 +238,7 @@ class ProcessAdmin(CallbackPages, ProcessDetailPages, admin.ModelAdmin):
         ]
         custom.append(path("<uuid:object_id>/steps/<int:number>/", self.admin_site.admin_view(self.step_state_view),
                            name="processes_process_step_state"))  # ProcessDetailPages
-        return custom + super().get_urls()  # before the admin's catch-all `<path:object_id>/`
+        return custom + self.callback_urls() + super().get_urls()  # before the admin's catch-all `<path:object_id>/`
 
     def _action_process(self, request: HttpRequest, object_id: uuid.UUID, action: str) -> Process | HttpResponse:
         """The process to act on, or the response refusing it: 403 without the permission, a message when its
@@ -245,7 +250,7 @@ class ProcessAdmin(CallbackPages, ProcessDetailPages, admin.ModelAdmin):
             return self._get_obj_does_not_exist_redirect(request, self.opts, str(object_id))
         spec = ACTIONS[action]
         if request.method != "POST" and process.status not in spec.statuses:
-            messages.error(request, f"Cannot {spec.label.lower()} process {process.process_id}: it is "
+            messages.error(request, f"Cannot {spec.verb or spec.label.lower()} process {process.process_id}: it is "
                                     f"{process.get_status_display()}.")
             return self._to_detail(process)
         return process
