@@ -21,6 +21,7 @@ from django.utils.text import Truncator
 from orchestrator_site.errors import InvalidInput, OrchestratorError
 from orchestrator_site.pagination import CappedPaginator
 from processes import operations, services
+from processes.admin_callbacks import CallbackPages
 from processes.admin_detail import ProcessDetailPages
 from processes.admin_filters import CreatedByFilter
 from processes.admin_forms import AbortForm, SkipForm, form_for, input_from, put_errors_on
@@ -45,7 +46,7 @@ BADGE_COLOURS: dict[str, str] = {
     P.COMPLETED: "#2e7d32", "complete": "#2e7d32", "success": "#2e7d32",
     P.FAILED: "#c62828", P.INCONSISTENT_DATA: "#c62828", P.API_UNAVAILABLE: "#c62828",
     P.WAITING: "#e65100", P.SUSPENDED: "#1565c0", "suspend": "#1565c0",
-    P.AWAITING_CALLBACK: "#1565c0", "awaiting_callback": "#1565c0",
+    P.AWAITING_CALLBACK: "#1565c0", "awaiting_callback": "#1565c0", "callback": "#00695c",
     P.RUNNING: "#00838f", P.CREATED: "#00838f", P.RESUMED: "#00838f",
     P.ABORTED: "#616161", "abort": "#616161", "skipped": "#6d4c41",
 }
@@ -69,6 +70,7 @@ class ActionSpec:
     label: str
     statuses: tuple[str, ...]
     explain: str
+    verb: str = ""  # what "Cannot ... process X" says, when not the label in lower case
 
 
 ACTIONS: dict[str, ActionSpec] = {
@@ -85,12 +87,16 @@ ACTIONS: dict[str, ActionSpec] = {
     "abort": ActionSpec("abort", "Abort", tuple(ABORTABLE),
                         "The process ends for good; its subscriptions stay as they are (an out-of-sync "
                         "subscription stays out of sync). This cannot be undone."),
+    "deliver_callback": ActionSpec(
+        "deliver_callback", "Deliver callback by hand", (P.AWAITING_CALLBACK,),
+        "Your answer is taken as the external system's, logged with your name and the reason, and checked by the "
+        "step like any answer; the external system's token then no longer works.", "deliver a callback by hand to"),
 }
 
 
 # --- The process list ----------------------------------------------------------------------------
 @admin.register(Process)
-class ProcessAdmin(ProcessDetailPages, admin.ModelAdmin):
+class ProcessAdmin(CallbackPages, ProcessDetailPages, admin.ModelAdmin):
     list_display = [
         "short_id", "workflow_name", "workflow__target", "status_badge", "last_step", "failed_reason_short",
         "created_by", "started_at", "subscription_links",
@@ -232,7 +238,7 @@ class ProcessAdmin(ProcessDetailPages, admin.ModelAdmin):
         ]
         custom.append(path("<uuid:object_id>/steps/<int:number>/", self.admin_site.admin_view(self.step_state_view),
                            name="processes_process_step_state"))  # ProcessDetailPages
-        return custom + super().get_urls()  # before the admin's catch-all `<path:object_id>/`
+        return custom + self.callback_urls() + super().get_urls()  # before the admin's catch-all `<path:object_id>/`
 
     def _action_process(self, request: HttpRequest, object_id: uuid.UUID, action: str) -> Process | HttpResponse:
         """The process to act on, or the response refusing it: 403 without the permission, a message when its
@@ -244,7 +250,7 @@ class ProcessAdmin(ProcessDetailPages, admin.ModelAdmin):
             return self._get_obj_does_not_exist_redirect(request, self.opts, str(object_id))
         spec = ACTIONS[action]
         if request.method != "POST" and process.status not in spec.statuses:
-            messages.error(request, f"Cannot {spec.label.lower()} process {process.process_id}: it is "
+            messages.error(request, f"Cannot {spec.verb or spec.label.lower()} process {process.process_id}: it is "
                                     f"{process.get_status_display()}.")
             return self._to_detail(process)
         return process

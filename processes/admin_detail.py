@@ -14,12 +14,25 @@ from django.urls import reverse
 
 from orchestrator_site.errors import OrchestratorError
 from processes import engine, steppages
-from processes.models import FINISHED, InputState, Process
+from processes.models import FINISHED, InputState, Process, ProcessStep, StepStatus
 from processes.subscription_delta import subscription_delta
 from workflows.dsl import StepKind
 from workflows.registry import get_workflow
 
 logger = logging.getLogger(__name__)
+
+
+# What the timeline says under a step that changed nothing, for steps that wait (the default otherwise).
+NO_CHANGE = {
+    StepStatus.WAITING: "a timer: the process waited here, holding no worker",
+    StepStatus.AWAITING_CALLBACK: "the external system was asked; the process awaited its callback, holding no worker",
+    StepStatus.CALLBACK: "the callback's answer was taken, for the step to check",
+}
+
+
+def is_failure(row: ProcessStep) -> bool:
+    """A failed step, or one waiting to be tried again after an error (a timer's wait is no failure)."""
+    return row.status == StepStatus.FAILED or (row.status == StepStatus.WAITING and bool(row.error))
 
 
 def _json(value: Any) -> str:
@@ -64,7 +77,8 @@ class ProcessDetailPages:
         timeline = [
             # A failed row changed nothing: its diff is empty, as its work rolled back.
             {"number": number, "row": shown.row, "duration": f"{shown.row.duration:.3f} s",
-             "diff": state_diff(shown.before, shown.delta),
+             "diff": state_diff(shown.before, shown.delta), "failure": is_failure(shown.row),
+             "no_change": NO_CHANGE.get(shown.row.status, ""),
              "state_url": reverse("admin:processes_process_step_state", args=[process.pk, number])}
             for number, shown in page.items
         ]
@@ -123,6 +137,7 @@ class ProcessDetailPages:
             **self.admin_site.each_context(request), "opts": self.opts, "original": process,
             "title": f"Step {number} of {process.workflow.name}: {shown.row.name}",
             "number": number, "row": shown.row, "diff": state_diff(shown.before, shown.delta),
+            "failure": is_failure(shown.row),
             "state_json": json.dumps(shown.after, indent=2, sort_keys=True, ensure_ascii=False, default=str),
             "process_url": change_url,
             "timeline_url": f"{change_url}?steps_from={steppages.newest_offset(number, steppages.page_size())}"

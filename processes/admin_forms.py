@@ -11,7 +11,7 @@ from rest_framework import fields as f
 from rest_framework import serializers
 
 from orchestrator_site.errors import InvalidInput
-from orchestrator_site.parsers import max_json_depth, too_deep_message
+from orchestrator_site.parsers import max_json_depth, nesting_depth, too_deep_message
 from workflows.forms import integer_bounds
 
 
@@ -153,6 +153,37 @@ class SkipForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="Required: why is it safe to go on without this step? Logged with your name on the skipped step.",
     )
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("This field is required.", code="required")
+        return reason
+
+
+class DeliverCallbackForm(forms.Form):
+    """The answer staff deliver by hand for an awaited callback: JSON, and where it came from."""
+
+    required_css_class = "required"
+    # Not required as a field: `{}`, `[]` and `null` are answers too (Django's empty values); an empty box is not.
+    payload = JSONFormField(
+        label="Answer (JSON)", required=False, widget=forms.Textarea(attrs={"rows": 8, "cols": 60}),
+        help_text="Required: the answer the external system would have sent, as JSON, e.g. "
+                  '<code>{"ok": true, "device": "rtr-1"}</code>. The callback step\'s validate checks it.',
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Required: where did this answer come from? Logged with your name on the callback step.",
+    )
+
+    def clean_payload(self) -> Any:
+        if not str(self.data.get(self.add_prefix("payload"), "")).strip():
+            raise forms.ValidationError("This field is required.", code="required")
+        payload = self.cleaned_data["payload"]
+        limit = max_json_depth()
+        if nesting_depth(payload, stop_above=limit) > limit:
+            raise forms.ValidationError(too_deep_message("the answer", limit), code="invalid")
+        return str(payload) if isinstance(payload, str) else payload  # a JSONString as plain text
 
     def clean_reason(self) -> str:
         reason = self.cleaned_data["reason"].strip()
