@@ -12,7 +12,7 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 
 from orchestrator_site.errors import InvalidInput, OrchestratorError
-from processes import callbacks
+from processes import callbacks, services
 from processes.admin_forms import DeliverCallbackForm, put_errors_on
 from processes.models import Process
 from workflows.dsl import human_duration
@@ -37,7 +37,7 @@ def waiting_box(process: Process, now: datetime | None = None) -> dict[str, Any]
 
 class CallbackPages:
     """For ProcessAdmin (which gives the actions' checks, pages and redirects): the waiting box on the process
-    page and the page that delivers an awaited callback by hand (through processes.callbacks.deliver)."""
+    page and the page that delivers an awaited callback by hand (processes.services.deliver_callback, as the API)."""
 
     def detail_context(self, request: HttpRequest, process: Process) -> dict[str, Any]:
         return {**super().detail_context(request, process), "waiting_for": waiting_box(process)}
@@ -54,8 +54,8 @@ class CallbackPages:
         form = DeliverCallbackForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             try:
-                callbacks.deliver(process.pk, None, form.cleaned_data["payload"], by=request.user,
-                                  reason=form.cleaned_data["reason"])
+                services.deliver_callback(process.pk, form.cleaned_data["payload"], by=request.user,
+                                          reason=form.cleaned_data["reason"])
             except InvalidInput as exc:
                 put_errors_on(form, exc)
             except (OrchestratorError, PermissionDenied) as exc:
