@@ -143,6 +143,8 @@ class _Recorder(BaseHTTPRequestHandler):
         code = self.answers.pop(0) if self.answers else 200
         payload = json.dumps({"detail": f"answered {code}"}).encode()
         self.send_response(code)
+        if code == 503:
+            self.send_header("Retry-After", "0")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -168,8 +170,8 @@ def no_backoff(monkeypatch):
     monkeypatch.setattr(provisioning, "POST_BACKOFF_SECONDS", 0.0)
 
 
-def test_the_stand_in_posts_json_and_tries_again_after_a_409(recorder, no_backoff, caplog):
-    _Recorder.answers = [409, 409]
+def test_the_stand_in_posts_json_and_tries_again_while_a_step_holds_the_process(recorder, no_backoff, caplog):
+    _Recorder.answers = [503, 503]  # what the callback route answers while the asking step still commits
     url = f"{recorder}/api/processes/1/callback/SECRET-TOKEN/"
 
     with caplog.at_level(logging.INFO, logger=provisioning.__name__):
@@ -177,17 +179,18 @@ def test_the_stand_in_posts_json_and_tries_again_after_a_409(recorder, no_backof
 
     assert _Recorder.received == [("/api/processes/1/callback/SECRET-TOKEN/", "application/json", {"ok": True})] * 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2 and all("got 409" in w and "answered 409" in w for w in warnings)
+    assert len(warnings) == 2 and all("got 503" in w and "answered 503" in w for w in warnings)
     assert "SECRET-TOKEN" not in caplog.text  # the token is a credential
 
 
-def test_the_stand_in_does_not_try_again_after_a_404(recorder, no_backoff, caplog):
-    _Recorder.answers = [404]
+@pytest.mark.parametrize("code", [404, 409])
+def test_the_stand_in_takes_an_unknown_or_used_token_as_final(recorder, no_backoff, caplog, code):
+    _Recorder.answers = [code]
 
     assert provisioning._post(f"{recorder}/api/processes/1/callback/t/", {"ok": True}, what="answer") is False
 
     assert len(_Recorder.received) == 1
-    assert "refused by" in caplog.text and "404 answered 404" in caplog.text
+    assert "refused by" in caplog.text and f"{code} answered {code}" in caplog.text
 
 
 def test_the_stand_in_gives_up_quietly_when_nothing_listens(no_backoff, caplog):

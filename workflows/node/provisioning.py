@@ -22,13 +22,15 @@ logger = logging.getLogger(__name__)
 OFF = ""
 HTTP = "http"
 
-# How often one POST is tried, and the wait before the second try (doubled after each).
+# How often one POST is tried, and the wait before the second try (doubled after each; a Retry-After
+# header, up to RETRY_AFTER_MAX_SECONDS, takes its place).
 POST_TRIES = 5
 POST_BACKOFF_SECONDS = 0.5
+RETRY_AFTER_MAX_SECONDS = 5.0
 POST_TIMEOUT_SECONDS = 10.0
-# 409 can be a step of the process still committing (its row lock held): worth another try; any other
-# answer is final.
-RETRY_STATUSES = frozenset({409})
+# 503: a step holds the process (the one that asked may still be committing): the same call succeeds
+# shortly. Any other answer is final: 404 (unknown token), 409 (used, closed, late), 400.
+RETRY_STATUSES = frozenset({503})
 
 # The token in a callback URL is a credential: never written to the log.
 _TOKEN = re.compile(r"(/callback/)[^/]+")
@@ -95,10 +97,11 @@ def _deploy(node_name: str, callback_url: str, progress_url: str, delay: float) 
 
 
 def _post(url: str, body: dict[str, Any], *, what: str) -> bool:
-    """POST `body` as JSON to `url`, trying again after a connection error or a 409; whether it was taken."""
+    """POST `body` as JSON to `url`, trying again after a connection error or a 503; whether it was taken."""
     shown = redact(url)
     data = json.dumps(body).encode()
     for attempt in range(1, POST_TRIES + 1):
+        wait = POST_BACKOFF_SECONDS * 2 ** (attempt - 1)
         request = urllib.request.Request(url, data=data, method="POST", headers={
             "Content-Type": "application/json", "Accept": "application/json"})
         try:
@@ -113,11 +116,12 @@ def _post(url: str, body: dict[str, Any], *, what: str) -> bool:
                 return False
             logger.warning("provisioning stand-in: %s got %s from %s (try %d of %d): %s", what, exc.code, shown,
                            attempt, POST_TRIES, detail)
+            wait = _retry_after(exc, wait)
         except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out
             logger.warning("provisioning stand-in: could not reach %s with the %s (try %d of %d): %s", shown, what,
                            attempt, POST_TRIES, getattr(exc, "reason", exc))
         if attempt < POST_TRIES:
-            time.sleep(POST_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            time.sleep(wait)
     logger.error("provisioning stand-in: gave up on the %s after %d tries", what, POST_TRIES)
     return False
 
@@ -125,6 +129,13 @@ def _post(url: str, body: dict[str, Any], *, what: str) -> bool:
 def redact(url: str) -> str:
     """`url` without its callback token."""
     return _TOKEN.sub(r"\1…", url)
+
+
+def _retry_after(exc: urllib.error.HTTPError, default: float) -> float:
+    try:
+        return min(max(float(exc.headers.get("Retry-After", "")), 0.0), RETRY_AFTER_MAX_SECONDS)
+    except (TypeError, ValueError):  # absent, or an HTTP date
+        return default
 
 
 def _detail(exc: urllib.error.HTTPError) -> str:
