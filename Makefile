@@ -29,11 +29,18 @@ setup: $(UV)
 	@echo "==> installing the locked dependencies into .venv/"
 	UV_PYTHON_PREFERENCE=system $(UV) sync --locked --quiet
 
+# The demo's stand-in provisioning system (workflows/node/provisioning.py) answers create_node's callback
+# step from a thread of the server, on the address the server listens on (127.0.0.1 when that is 0.0.0.0,
+# which is no address to call and no allowed host).
+CALLBACK_HOST = $(if $(filter 0.0.0.0,$(HOST)),127.0.0.1,$(HOST))
+
 run: setup
 	$(PY) manage.py migrate --no-input
 	$(PY) manage.py load_demo
 	$(PY) manage.py demo_login
-	ORCHESTRATOR_EXECUTOR=threadpool ORCHESTRATOR_EMBEDDED_SCHEDULER=true $(PY) manage.py runserver $(HOST):$(PORT)
+	ORCHESTRATOR_EXECUTOR=threadpool ORCHESTRATOR_EMBEDDED_SCHEDULER=true \
+	ORCHESTRATOR_NODE_PROVISIONING=http ORCHESTRATOR_CALLBACK_BASE_URL=http://$(CALLBACK_HOST):$(PORT) \
+	$(PY) manage.py runserver $(HOST):$(PORT)
 
 test: setup
 	@$(PY) manage.py shell -v0 -c "from django.db import connection; print('==> tests on', connection.vendor, connection.settings_dict['NAME'])"

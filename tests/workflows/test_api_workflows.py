@@ -154,7 +154,7 @@ def test_the_detail_has_the_input_form_as_json_schema_the_steps_and_statuses(api
     assert body["name"] == "create_node" and body["target"] == "create" and body["products"] == [str(node.pk)]
     assert body["steps"] == [
         "Start", "Create subscription", "Link subscription to process", "Construct node model",
-        "Allocate loopback in IPAM", "Set subscription active", "Resync", "Done",
+        "Allocate loopback in IPAM", "Deploy node configuration", "Set subscription active", "Resync", "Done",
     ]
     assert body["allowed_statuses"] == []
     form = body["initial_input_form"]

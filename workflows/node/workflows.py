@@ -1,11 +1,13 @@
-"""The node product's workflows: create, modify (with an input step), terminate and validate."""
+"""The node product's workflows: create (with a callback step), modify (with an input step), terminate and validate."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from typing import Any
 
-from workflows.dsl import State, StepList, begin, inputstep, step
-from workflows.node import ipam
+from workflows.dsl import State, StepList, begin, callback_step, conditional, inputstep, step
+from workflows.node import ipam, provisioning
 from workflows.node.forms import CreateNodeForm, ModifyNodeForm
 from workflows.node.products import NodeProduct
 from workflows.predicates import no_unfinished_instance
@@ -31,9 +33,30 @@ def allocate_loopback(subscription: NodeProduct) -> State:
     return {"subscription": subscription, "ipv4_loopback": str(address)}
 
 
+def request_deploy(node_name: str, callback_url: str, callback_progress_url: str) -> State:
+    # Safe to run again: a retry asks for the same deploy with a new callback URL (the old one stops working).
+    provisioning.request_deploy(node_name, callback_url, callback_progress_url)
+    return {"deploy_requested_for": node_name}
+
+
+def check_deploy(deploy_result: Any) -> State:
+    if not isinstance(deploy_result, dict) or deploy_result.get("ok") is not True:
+        error = deploy_result.get("error") if isinstance(deploy_result, dict) else None
+        said = error if isinstance(error, str) and error else repr(deploy_result)
+        raise ValueError(f"the provisioning system did not deploy the configuration: {said}")
+    return {"deployed_config_lines": deploy_result.get("config_lines")}
+
+
+# Skipped (logged as such) while the demo's provisioning system is off: the default, and in the tests.
+deploy_node = conditional(lambda state: provisioning.enabled())(
+    callback_step("Deploy node configuration", action=request_deploy, validate=check_deploy,
+                  timeout=timedelta(minutes=15), result_key="deploy_result")
+)
+
+
 @create_workflow("Create node", initial_input_form=CreateNodeForm, product_types=["Node"])
 def create_node() -> StepList:
-    return begin >> construct_node >> allocate_loopback
+    return begin >> construct_node >> allocate_loopback >> deploy_node
 
 
 # --- modify ----------------------------------------------------------------------------------------
