@@ -212,7 +212,8 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: s
     """Run `step` inside the current transaction, then log it and move the process on."""
     if step.kind in (StepKind.INPUT, StepKind.ABORT) and (step.condition is None or step.condition(state)):
         return _stop_at(locked, step, state, started)
-    if step.condition is not None and not step.condition(state):
+    # A callback step decides on its condition before it asks (processes.waits), not again once answered.
+    if step.condition is not None and step.kind != StepKind.CALLBACK and not step.condition(state):
         entry = statelog.entry(state, statelog.no_change(), since)
         steplog.advance(locked, step_name=step.name, step_status=StepStatus.SKIPPED, entry=entry,
                         started=started, finished=timezone.now(), lease=lease)

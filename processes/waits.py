@@ -34,6 +34,13 @@ def run_callback(locked: steplog.Locked, step: Step, state: dict[str, Any], sinc
     """A callback step: check the answer if one was taken for it, else run the action and await the answer."""
     assert step.callback is not None
     answer = callbacks.received(locked.process_id, locked.current_step)
+    if answer is None and step.condition is not None and not step.condition(state):
+        # Not asked: skipped like any step whose condition is false. Once asked, the answer is always checked
+        # (the condition may read what the answer changed).
+        entry = statelog.entry(state, statelog.no_change(), since)
+        steplog.advance(locked, step_name=step.name, step_status=StepStatus.SKIPPED, entry=entry, started=started,
+                        finished=timezone.now(), lease=lease)
+        return state, entry.since
     if answer is not None:
         # The answer is in the state (the delivery's row); validate checks it like any step, and a failure
         # here is a failure of this step (a retry asks the external system again: processes.operations).

@@ -312,3 +312,14 @@ def test_show_process_says_what_an_awaiting_process_waits_for_with_its_progress(
     assert "awaiting the callback of 'Deploy config' since " in shown
     assert ", deadline " in shown
     assert ": pushing" in shown
+
+
+def test_a_conditional_callback_step_checks_its_answer_even_when_the_answer_makes_its_condition_false(fake_system):
+    process = start_process("t_conditional_callback")
+    assert process.status == "awaiting_callback"
+
+    assert post(fake_system.last("deploy")["url"], {"ok": False, "error": "bad VLAN"})[0] == 200
+
+    process.refresh_from_db()
+    assert process.status == "failed"  # validated, and refused: not skipped past
+    assert "bad VLAN" in process.failed_reason

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.processes.flows import effect, write_a, write_c
-from workflows.dsl import State, StepList, begin, callback_step, sleep, step, wait_until
+from workflows.dsl import State, StepList, begin, callback_step, conditional, sleep, step, wait_until
 from workflows.registry import workflow
 
 
@@ -74,6 +74,12 @@ deploy_config = callback_step("Deploy config", action=deploy, validate=check_dep
 @workflow("Engine test: awaits a callback")
 def t_callback() -> StepList:
     return begin >> write_a >> deploy_config >> write_c
+
+
+@workflow("Engine test: a callback step whose condition the answer makes false")
+def t_conditional_callback() -> StepList:
+    # A condition an author could write: "deploy unless it was deployed": the answer itself flips it.
+    return begin >> conditional(lambda state: "deploy_result" not in state)(deploy_config) >> write_c
 
 
 @workflow("Engine test: two callback steps in a row")
