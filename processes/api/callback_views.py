@@ -76,9 +76,9 @@ class CallbackView(_TokenView):
 class CallbackProgressView(_TokenView):
     @extend_schema(
         summary="Report progress while a callback step awaits its answer",
-        description="Appends a message shown with the process (admin page, API detail, show_process); it never advances the process. "
-                    "**404** as for the callback; **409** once the callback was delivered or the token stopped "
-                    "working, or when the callback has as many messages as it may keep.",
+        description="Appends a message shown with the process (admin page, API detail, show_process); it never "
+                    "advances the process. **404** as for the callback; **409** once the callback was delivered or "
+                    "the token stopped working, or when the callback has as many messages as it may keep.",
         request=ProgressSerializer,
         responses={201: ProgressAddedSerializer, **CALLBACK_ERRORS},
         tags=["callbacks"],
