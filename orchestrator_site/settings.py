@@ -163,6 +163,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# One format for dates and moments wherever Django renders them: "2026-11-30 06:18:30 UTC" (humanize.py).
+FORMAT_MODULE_PATH = ["orchestrator_site.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))

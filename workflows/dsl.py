@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from orchestrator_site import humanize
+
 logger = logging.getLogger(__name__)
 
 State = dict[str, Any]
@@ -261,14 +263,12 @@ def wait_until(name: str) -> Callable[[Callable[..., datetime | str | None]], St
 
 
 def human_duration(duration: timedelta) -> str:
-    """A duration as people write it: "45 s", "10 min", "2 h 5 min", "3 d 4 h"."""
-    seconds = max(int(duration.total_seconds()), 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
-    shown = [f"{value} {unit}" for value, unit in parts if value][:2]
-    return " ".join(shown) or "0 s"
+    """A duration in whole seconds as people write it: "45 s", "10 min", "2 h 5 min", "3 d 4 h".
+
+    The admin's own format (orchestrator_site.humanize.duration), cut to whole seconds: it names timer steps
+    ("Wait 10 min"), so its text must stay the same for a given duration.
+    """
+    return humanize.duration(max(int(duration.total_seconds()), 0))
 
 
 def sleep(duration: timedelta, name: str | None = None) -> Step:

@@ -1,0 +1,1 @@
+"""English formats (the only language the admin speaks here): see formats.py."""
