@@ -11,17 +11,16 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 
+from orchestrator_site import humanize
 from orchestrator_site.errors import InvalidInput, OrchestratorError
 from processes import callbacks, services
 from processes.admin_forms import DeliverCallbackForm, put_errors_on
 from processes.models import Process
-from workflows.dsl import human_duration
 
 
 def relative(moment: datetime, now: datetime | None = None) -> str:
     """How far off a moment is, as people say it: "in 9 min", "2 h 5 min ago"."""
-    delta = moment - (now or timezone.now())
-    return f"in {human_duration(delta)}" if delta.total_seconds() >= 0 else f"{human_duration(-delta)} ago"
+    return humanize.relative_time(moment, now)
 
 
 def waiting_box(process: Process, now: datetime | None = None) -> dict[str, Any] | None:

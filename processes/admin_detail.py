@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
+from orchestrator_site import humanize
 from orchestrator_site.errors import OrchestratorError
 from processes import engine, steppages
 from processes.models import FINISHED, InputState, Process, ProcessStep, StepStatus
@@ -76,7 +77,7 @@ class ProcessDetailPages:
         page = steppages.step_page(process, offset=offset)
         timeline = [
             # A failed row changed nothing: its diff is empty, as its work rolled back.
-            {"number": number, "row": shown.row, "duration": f"{shown.row.duration:.3f} s",
+            {"number": number, "row": shown.row, "duration": humanize.duration(shown.row.duration),
              "diff": state_diff(shown.before, shown.delta), "failure": is_failure(shown.row),
              "no_change": NO_CHANGE.get(shown.row.status, ""),
              "state_url": reverse("admin:processes_process_step_state", args=[process.pk, number])}

@@ -436,7 +436,9 @@ def test_list_shows_status_counts_and_filters_and_searches(runner, active_node):
     assert "all: 3" in html
     assert '<span class="status-badge"' in html and "the external system said no" in html
     sub_url = reverse("admin:subscriptions_subscription_change", args=[active_node.pk])
-    assert f'<a href="{sub_url}">{str(active_node.pk)[:8]}…</a>' in html
+    # The subscription by its description (its id on hover), then its customer.
+    assert re.search(rf'<a href="{sub_url}" title="Node rtr-1 \({active_node.pk}\)">Node rtr-1</a> '
+                     r'<span class="process-customer">customer-1</span>', html)
 
     def found(**params: str) -> set[Process]:
         response = client.get(url, params)
