@@ -40,12 +40,13 @@ def _seconds(value: timedelta | float | int | Decimal) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def duration(value: timedelta | float | int | Decimal | None) -> str:
+def duration(value: timedelta | float | int | Decimal | None, units: int = 2) -> str:
     """A duration as people say it: "480 ms", "4.2 s", "42 s", "12 min 5 s", "2 h 5 min", "3 d 4 h".
 
     Under a second in milliseconds, under ten seconds to a tenth, then whole seconds; from a minute on the
-    two largest units that are not zero, as workflows.dsl.human_duration has always named a timer's step
-    ("Wait 1 h 5 s"): a step's name must not change under a running process. "—" for None.
+    two largest units that are not zero (or `units` of them), as workflows.dsl.human_duration has always
+    named a timer's step ("Wait 1 h 5 s"): a step's name must not change under a running process. "—" for
+    None.
     """
     if value is None:
         return NONE
@@ -66,27 +67,28 @@ def duration(value: timedelta | float | int | Decimal | None) -> str:
         count, whole = divmod(whole, size)
         if count:
             parts.append(f"{count} {unit}")
-    return " ".join(parts[:2])
+    return " ".join(parts[:max(units, 1)])
 
 
-def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
-    """How far a moment is from now, to the second: "3 min 12 s ago", "in 2 h", "just now"; "—" for None."""
+def relative_time(moment: datetime | None, now: datetime | None = None, units: int = 2) -> str:
+    """How far a moment is from now: "3 min 12 s ago", "in 2 h", "just now" ("3 min ago" with units=1); "—" for
+    None."""
     if moment is None:
         return NONE
     seconds = (_local(moment) - (now or timezone.now())).total_seconds()
     if abs(seconds) < 1:
         return "just now"
     # Whole seconds: "in 4.2 s" would claim a precision the page, rendered once, does not keep.
-    text = duration(int(abs(seconds)))
+    text = duration(int(abs(seconds)), units)
     return f"in {text}" if seconds > 0 else f"{text} ago"
 
 
-def relative_time_html(moment: datetime | None, now: datetime | None = None) -> SafeString | str:
+def relative_time_html(moment: datetime | None, now: datetime | None = None, units: int = 2) -> SafeString | str:
     """`<time>` saying how long ago (or in how long), with the exact moment in its title, shown on hover."""
     if moment is None:
         return NONE
     return format_html('<time datetime="{}" title="{}">{}</time>', _local(moment).isoformat(),
-                       exact_time(moment), relative_time(moment, now))
+                       exact_time(moment), relative_time(moment, now, units))
 
 
 def exact_time_html(moment: datetime | None, now: datetime | None = None) -> SafeString | str:

@@ -21,6 +21,7 @@ from orchestrator_site.pagination import CappedPaginator
 from processes import operations, services
 from processes.admin_actions import ACTIONS, BADGE_COLOURS, BADGE_DEFAULT, NEEDS_ATTENTION, badge
 from processes.admin_callbacks import CallbackPages
+from processes.admin_columns import ProcessColumns
 from processes.admin_detail import ProcessDetailPages
 from processes.admin_filters import CreatedByFilter
 from processes.admin_forms import AbortForm, SkipForm, form_for, input_from, put_errors_on
@@ -43,11 +44,11 @@ RUN_PERMISSION = "processes.run_process"
 
 # --- The process list ----------------------------------------------------------------------------
 @admin.register(Process)
-class ProcessAdmin(ProcessTimes, CallbackPages, ProcessDetailPages, admin.ModelAdmin):
-    # What fits a 1366 px screen beside the filters (ProcessTimes: started, duration, reason, subscriptions).
+class ProcessAdmin(ProcessColumns, ProcessTimes, CallbackPages, ProcessDetailPages, admin.ModelAdmin):
+    # What fits a 1366 px screen beside the filters (processes.admin_columns).
     list_display = [
-        "short_id", "status_badge", "workflow_name", "subscription_links", "last_step", "failed_reason_short",
-        "started", "duration", "created_by",
+        "short_id", "status_badge", "workflow_name", "subscription_links", "last_step_and_reason", "started",
+        "duration",
     ]
     # Each filter's choices come from the code (status, task, dates), the small workflow table, or an
     # index (CreatedByFilter): none reads the processes, which a SELECT DISTINCT over them would.
@@ -94,10 +95,6 @@ class ProcessAdmin(ProcessTimes, CallbackPages, ProcessDetailPages, admin.ModelA
     @admin.display(description="id", ordering="process_id")
     def short_id(self, obj: Process) -> str:
         return obj.short_id
-
-    @admin.display(description="workflow", ordering="workflow__name")
-    def workflow_name(self, obj: Process) -> str:
-        return obj.workflow.name
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Process) -> SafeString:

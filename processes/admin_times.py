@@ -6,11 +6,9 @@ import logging
 from datetime import datetime
 
 from django.contrib import admin
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
 
 from orchestrator_site import humanize
 from processes.models import FINISHED, RETRYABLE, InputState, Process, ProcessStatus, ProcessStep
@@ -18,8 +16,6 @@ from processes.models import FINISHED, RETRYABLE, InputState, Process, ProcessSt
 logger = logging.getLogger(__name__)
 
 P = ProcessStatus
-# The list shows this much of a failure's reason; the whole of it is in the title, on hover.
-REASON_CHARS = 80
 
 
 def exact_and_relative(moment: datetime | None, now: datetime | None = None) -> SafeString | str:
@@ -58,33 +54,7 @@ def progress(process: Process) -> str:
 
 
 class ProcessTimes:
-    """For ProcessAdmin: the list's "started", "duration", reason and subscription columns, and the page's
-    progress and times."""
-
-    @admin.display(description="started", ordering="started_at")
-    def started(self, obj: Process) -> SafeString | str:
-        return humanize.relative_time_html(obj.started_at)
-
-    @admin.display(description="duration")
-    def duration(self, obj: Process) -> str:
-        return total_duration(obj)
-
-    @admin.display(description="failed reason")
-    def failed_reason_short(self, obj: Process) -> SafeString | str:
-        if not obj.failed_reason:
-            return ""
-        # Cut to one or two lines of the list; all of it on hover and on the process page.
-        return format_html('<span class="failed-reason" title="{}">{}</span>', obj.failed_reason,
-                           Truncator(obj.failed_reason).chars(REASON_CHARS))
-
-    @admin.display(description="subscription · customer")
-    def subscription_links(self, obj: Process) -> SafeString | str:
-        links = [link.subscription for link in obj.process_subscriptions.all()]
-        return format_html_join(
-            "; ", '<a href="{}" title="{} ({})">{}</a> <span class="process-customer">{}</span>',
-            ((reverse("admin:subscriptions_subscription_change", args=[sub.pk]), sub.description, sub.pk,
-              Truncator(sub.description).chars(40), sub.customer_id) for sub in links),
-        ) or "—"
+    """For ProcessAdmin's page: the progress, times and total duration of the process."""
 
     @admin.display(description="progress")
     def progress(self, obj: Process) -> str:

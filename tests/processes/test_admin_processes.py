@@ -438,7 +438,7 @@ def test_list_shows_status_counts_and_filters_and_searches(runner, active_node):
     sub_url = reverse("admin:subscriptions_subscription_change", args=[active_node.pk])
     # The subscription by its description (its id on hover), then its customer.
     assert re.search(rf'<a href="{sub_url}" title="Node rtr-1 \({active_node.pk}\)">Node rtr-1</a> '
-                     r'<span class="process-customer">customer-1</span>', html)
+                     r'<span class="process-customer" title="customer-1">customer-1</span>', html)
 
     def found(**params: str) -> set[Process]:
         response = client.get(url, params)
