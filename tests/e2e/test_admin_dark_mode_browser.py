@@ -119,3 +119,24 @@ def test_the_process_list_pills_and_badges_are_readable_in_every_theme(
         badges = text_colours(page, "#result_list .status-badge")
         assert len(badges) == len(ProcessStatus.values) and unreadable(badges) == [], unreadable(badges)
         assert unreadable(text_colours(page, "#content")) == []
+
+
+@pytest.mark.parametrize(("name", "theme", "scheme", "background"), THEMES)
+def test_an_out_of_sync_subscription_page_is_readable_in_every_theme(
+        browser, live_server, staff, screenshot_dir, shot_numbers, name, theme, scheme, background):
+    from tests.processes.conftest import new_active_node
+    from workflows.node.demo import load_demo_products
+
+    load_demo_products()
+    node = new_active_node("rtr-dark")
+    start_process("modify_node", subscription_id=node.pk, by="alice")  # holds it, out of sync, at its form
+    with themed_page(browser, live_server, staff, theme=theme, scheme=scheme) as page:
+        shot = Shots(page, screenshot_dir, shot_numbers)
+        open_page(page, f"{live_server.url}/admin/subscriptions/subscription/{node.pk}/change/")
+        shot(f"out of sync subscription {name}")
+        assert body_background(page) == background
+
+        banner = text_colours(page, "#out-of-sync-banner")
+        assert "Out of sync" in shown_texts(banner) and "process" in shown_texts(banner)
+        assert unreadable(banner) == [], unreadable(banner)
+        assert unreadable(text_colours(page, "#content")) == []
