@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from orchestrator_site import humanize
 from processes.admin_actions import BADGE_COLOURS, BADGE_DEFAULT, BADGE_TEXT, badge
-from processes.models import Process, ProcessStep
+from processes.models import InputState, Process, ProcessStep
 from processes.services import start_process
 from tests.factories import ProcessFactory
 from tests.processes import flows
@@ -128,6 +128,27 @@ def test_the_list_shows_when_relative_with_the_exact_time_on_hover_the_duration_
     for column in ("status_badge", "workflow_name", "subscription_links", "last_step_and_reason", "started",
                    "duration"):
         assert re.search(rf'<th scope="col" class="[^"]*\bcolumn-{column}\b', html), column
+
+
+@runs
+def test_the_step_log_and_inputs_lists_say_when_relative_with_the_exact_time_on_hover_and_how_long(staff_client):
+    process = start_process("t_writes", by="alice")
+    step = ProcessStep.objects.filter(process=process, name="Write A").get()
+    ProcessStep.objects.filter(pk=step.pk).update(started_at=step.completed_at - timedelta(seconds=4.25),
+                                                  completed_at=step.completed_at)
+    step.refresh_from_db()
+
+    steps = staff_client.get(reverse("admin:processes_processstep_changelist")).content.decode()
+    inputs = staff_client.get(reverse("admin:processes_inputstate_changelist")).content.decode()
+
+    row = re.search(r"<tr>.*?>Write A<.*?</tr>", steps, re.S).group(0)
+    exact = humanize.exact_time(step.started_at)
+    assert re.search(rf'<td class="field-started"><time datetime="[^"]+" title="{exact}">(just now|\d+ s ago)</time>',
+                     row)
+    assert '<td class="field-duration">4.2 s</td>' in row
+    received = InputState.objects.get(process=process).input_time
+    assert re.search(rf'<td class="field-received"><time datetime="[^"]+" title="{humanize.exact_time(received)}">',
+                     inputs)
 
 
 # --- colours -----------------------------------------------------------------------------------------------
