@@ -58,6 +58,10 @@ class LegendItem:
     def text_x(self) -> float:
         return self.x + 20
 
+    @property
+    def text(self) -> str:
+        return f"{self.label}: {self.total:,}"
+
 
 @dataclass(frozen=True)
 class Chart:
@@ -139,7 +143,7 @@ def layout(buckets: list[Bucket], period: Period) -> Chart:
         name = bucket_name(bucket, period)
         columns.append(Column(
             round(x0, 2), round(slot, 2),
-            f"{name}: " + ", ".join(f"{bucket.counts.get(s, 0)} {s}" for s in SERIES),
+            f"{name}: " + ", ".join(f"{bucket.counts.get(s, 0):,} {s}" for s in SERIES),
         ))
         for j, series in enumerate(SERIES):
             count = bucket.counts.get(series, 0)
@@ -148,7 +152,7 @@ def layout(buckets: list[Bucket], period: Period) -> Chart:
             height = max(PLOT_HEIGHT * count / top, MIN_BAR_HEIGHT)
             x = x0 + slot * (1 - BAR_SHARE) / 2 + bar_width * j
             bars.append(Bar(series, round(x, 2), round(bottom - height, 2), round(bar_width, 2), round(height, 2),
-                            count, f"{name}: {count} {series}"))
+                            count, f"{name}: {count:,} {series}"))
     y_ticks = [Tick(round(bottom - PLOT_HEIGHT * value / top, 2), f"{value:,}") for value in range(0, top + 1, step)]
     legend = [LegendItem(s, s, totals[s], LEFT + 4 + 170 * k) for k, s in enumerate(SERIES)]
     return Chart(
