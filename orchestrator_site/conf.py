@@ -98,6 +98,15 @@ DEFAULTS: dict[str, Any] = {
     "STEPS_PAGE_SIZE": 50,
     # The largest request body the API accepts, in bytes; a larger one is answered 413.
     "API_MAX_BODY_BYTES": 1024 * 1024,
+    # Live admin pages check for changes by themselves, without a reload (processes/live.py): a process page
+    # (and the process list) showing a process that moves on by itself (running) every LIVE_POLL_SECONDS, one
+    # that waits for the sweep or a callback (waiting, awaiting callback) every LIVE_POLL_WAITING_SECONDS,
+    # others not at all; the counts per status (admin index, process list) every LIVE_COUNTS_SECONDS while
+    # some process is unfinished, every LIVE_COUNTS_IDLE_SECONDS otherwise. 0 turns that check off.
+    "LIVE_POLL_SECONDS": 2.0,
+    "LIVE_POLL_WAITING_SECONDS": 10.0,
+    "LIVE_COUNTS_SECONDS": 10.0,
+    "LIVE_COUNTS_IDLE_SECONDS": 60.0,
     # The most items one page of an API list may hold (?limit=), whatever the client asks.
     "API_MAX_PAGE_SIZE": 500,
     # API and admin lists count their matching rows up to this many and no further: a count reads every

@@ -25,6 +25,7 @@ from processes.admin_callbacks import CallbackPages
 from processes.admin_detail import ProcessDetailPages
 from processes.admin_filters import CreatedByFilter
 from processes.admin_forms import AbortForm, SkipForm, form_for, input_from, put_errors_on
+from processes.admin_live import LivePages
 from processes.models import (
     RETRYABLE,
     InputState,
@@ -42,7 +43,7 @@ RUN_PERMISSION = "processes.run_process"
 
 # --- The process list ----------------------------------------------------------------------------
 @admin.register(Process)
-class ProcessAdmin(CallbackPages, ProcessDetailPages, admin.ModelAdmin):
+class ProcessAdmin(LivePages, CallbackPages, ProcessDetailPages, admin.ModelAdmin):
     list_display = [
         "short_id", "workflow_name", "workflow__target", "status_badge", "last_step", "failed_reason_short",
         "created_by", "started_at", "subscription_links",
@@ -184,7 +185,8 @@ class ProcessAdmin(CallbackPages, ProcessDetailPages, admin.ModelAdmin):
         ]
         custom.append(path("<uuid:object_id>/steps/<int:number>/", self.admin_site.admin_view(self.step_state_view),
                            name="processes_process_step_state"))  # ProcessDetailPages
-        return custom + self.callback_urls() + super().get_urls()  # before the admin's catch-all `<path:object_id>/`
+        # Before the admin's catch-all `<path:object_id>/`.
+        return custom + self.callback_urls() + self.live_urls() + super().get_urls()
 
     def _action_process(self, request: HttpRequest, object_id: uuid.UUID, action: str) -> Process | HttpResponse:
         """The process to act on, or the response refusing it: 403 without the permission, a message when its

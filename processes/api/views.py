@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -34,6 +33,7 @@ from processes.api.serializers import (
     StatusCountsSerializer,
 )
 from processes.api.step_views import annotate, steps_url
+from processes.live import process_etag
 from processes.models import Process, ProcessLease, ProcessStatus, ProcessSubscription
 from processes.status_counts import status_counts as count_statuses
 from processes.subscription_delta import subscription_delta
@@ -51,12 +51,6 @@ class CanRunProcesses(permissions.BasePermission):
 
 READ_ERRORS = error_responses(401, 404)
 ACTION_ERRORS = error_responses(400, 401, 403, 404, 409, 503)
-
-
-def _etag(last_modified_at: Any, process_status: str, staff: bool) -> str:
-    # Staff see tracebacks, others do not: two representations, two tags.
-    raw = f"{last_modified_at.isoformat()}|{process_status}|{int(staff)}"
-    return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
 
 
 @extend_schema(tags=["processes"])
@@ -118,7 +112,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
                 row = None
             if row is None:
                 raise NotFound(f"process {id} does not exist")
-            tag = _etag(*row, staff)
+            tag = process_etag(*row, staff)
             if tag in parse_etags(wanted) or wanted.strip() == "*":
                 return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
         process = engine.get_process(id)
@@ -138,7 +132,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
         process.run_record = ProcessLease.objects.filter(process=process).first()  # type: ignore[attr-defined]
         process.waiting_for = callbacks.waiting_for(process)  # type: ignore[attr-defined]
         data = ProcessDetailSerializer(process, context={"show_tracebacks": staff, "request": request}).data
-        return Response(data, headers={"ETag": _etag(process.last_modified_at, process.status, staff),
+        return Response(data, headers={"ETag": process_etag(process.last_modified_at, process.status, staff),
                                        "Cache-Control": "private, no-cache"})
 
     @staticmethod
