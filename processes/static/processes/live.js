@@ -55,7 +55,7 @@
         if (response.status === 401 || response.status === 403 || response.redirected) {
           throw new Stop("live updates stopped: you are no longer logged in; reload the page to log in again");
         }
-        if (response.status === 404) throw new Stop("live updates stopped: it no longer exists");
+        if (response.status === 404) throw new Stop("live updates stopped: the process no longer exists");
         if (response.status !== 304 && !response.ok) throw new Error("the server answered " + response.status);
         return response;
       },
@@ -110,7 +110,10 @@
     const note = root.querySelector("[data-live-note]");
     return (text, problem, reloadLink) => {
       if (!note) return;
-      note.textContent = text.charAt(0).toUpperCase() + text.slice(1) + (reloadLink ? " " : "");
+      const shown = text.charAt(0).toUpperCase() + text.slice(1) + (reloadLink ? " " : "");
+      // Only a change: the note is a polite live region, and a screen reader would repeat it every check.
+      if (note.textContent === shown && !reloadLink) return;
+      note.textContent = shown;
       if (reloadLink) {
         const link = document.createElement("a");
         link.href = window.location.href;
