@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,7 @@ def quick_counts(settings):
 @dataclass
 class Hanging:
     process_id: str
-    release: object  # () -> None: the step ends, the process completes, its thread is gone
+    release: Callable[[], None]  # the step ends, the process completes, its thread is gone
 
 
 @contextmanager
@@ -216,3 +216,32 @@ def test_a_process_page_says_when_it_cannot_check_backs_off_and_stops_once_logge
     page.wait_for_timeout(4_500)
     assert len(checks) == seen  # no more checks
     assert page.locator("#process-status").inner_text() == "running"
+
+
+def test_a_hidden_tab_checks_nothing_and_checks_at_once_when_shown_again(page, shot, live_server, staff):
+    from tests.factories import ProcessFactory
+
+    log_in(page, shot, live_server, staff)
+    process = ProcessFactory(status="running", workflow_version=["Start", "Deploy config", "Done"], current_step=1)
+    checks: list[float] = []
+    page.on("request", lambda request: checks.append(time.monotonic()) if "/api/" in request.url else None)
+    open_page(page, detail_url(live_server, process))
+    # What the browser says when the operator switches to another tab (headless Chromium never does by itself).
+    page.evaluate("""() => {
+        Object.defineProperty(document, "visibilityState", {configurable: true, get: () => window.tabState});
+        window.tabState = "visible";
+    }""")
+    page.wait_for_timeout(2_500)
+    assert checks, "a running process's page checks every 2 s"
+
+    page.evaluate("() => { window.tabState = 'hidden'; document.dispatchEvent(new Event('visibilitychange')); }")
+    page.wait_for_timeout(2_500)  # a check that was on its way may still land
+    hidden_at = len(checks)
+    page.wait_for_timeout(4_500)
+    assert len(checks) == hidden_at
+    expect(page.locator("#process-live [data-live-note]")).to_have_text("Paused while this tab is hidden")
+
+    shown = time.monotonic()
+    page.evaluate("() => { window.tabState = 'visible'; document.dispatchEvent(new Event('visibilitychange')); }")
+    expect(page.locator("#process-live [data-live-note]")).to_have_text("Live: checked for changes every 2 s")
+    assert checks[-1] >= shown and checks[-1] - shown < 1.5  # at once, not at the next tick
