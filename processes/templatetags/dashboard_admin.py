@@ -6,7 +6,7 @@ from typing import Any
 
 from django import template
 
-from processes.dashboard import PERIODS, period_of, settled_per_period, watched_counts
+from processes.dashboard import NEEDS_A_HUMAN, PERIODS, period_of, settled_per_period, watched_counts
 from processes.dashboard_svg import layout
 
 register = template.Library()
@@ -28,6 +28,7 @@ def process_dashboard(context: Any) -> dict[str, Any]:
     return {
         "dashboard": True,
         "counts": watched_counts(),
+        "needs_a_human": NEEDS_A_HUMAN,  # highlighted once above 0, also by the live counts (live.js)
         "chart": layout(settled_per_period(period), period),
         "periods": [{"key": p.key, "label": p.label, "selected": p.key == period.key} for p in PERIODS.values()],
     }

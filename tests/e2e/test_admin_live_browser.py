@@ -7,6 +7,7 @@ the test, while the browser watches; removing the hang file lets it complete. Th
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from playwright.sync_api import expect
 from processes.models import Process
 from processes.services import start_process
 from tests.e2e.test_admin_browser import PASSWORD, detail_url, log_in, open_page
+from tests.factories import ProcessFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -155,12 +157,20 @@ def test_the_index_and_the_list_follow_a_process_to_its_end_by_themselves(
         open_page(page, index)
         running = page.locator("#engine-widget [data-live-count='engine.running_processes']")
         expect(running).to_have_text("1 running process")
+        on_dashboard = page.locator("#dashboard-count-running .dashboard-count-number")
+        expect(on_dashboard).to_have_text("1")
+        failed = page.locator("#dashboard-count-failed")
+        expect(failed).not_to_have_class(re.compile(r"\battention\b"))
         page.evaluate("window.notReloaded = true")
         shot("index with a running process")
         hanging.release()
+        ProcessFactory(status="failed")  # and elsewhere, one fails
         expect(running).to_have_text("0 running processes", timeout=SETTLES_MS)
+        expect(on_dashboard).to_have_text("0", timeout=SETTLES_MS)
+        expect(failed.locator(".dashboard-count-number")).to_have_text("1")
+        expect(failed).to_have_class(re.compile(r"\battention attention-failed\b"))  # highlighted, as on a reload
         assert page.evaluate("window.notReloaded === true")  # updated in place
-        shot("index once it completed")
+        shot("index once it completed and another failed")
 
     with a_hanging_process(tmp_path, monkeypatch) as hanging:
         open_page(page, f"{live_server.url}/admin/processes/process/")
@@ -193,8 +203,6 @@ def test_the_index_and_the_list_follow_a_process_to_its_end_by_themselves(
 
 
 def test_a_process_page_says_when_it_cannot_check_backs_off_and_stops_once_logged_out(page, shot, live_server, staff):
-    from tests.factories import ProcessFactory
-
     log_in(page, shot, live_server, staff)
     process = ProcessFactory(status="running", workflow_version=["Start", "Deploy config", "Done"], current_step=1)
     api = f"**/api/processes/{process.process_id}/"
@@ -219,8 +227,6 @@ def test_a_process_page_says_when_it_cannot_check_backs_off_and_stops_once_logge
 
 
 def test_a_hidden_tab_checks_nothing_and_checks_at_once_when_shown_again(page, shot, live_server, staff):
-    from tests.factories import ProcessFactory
-
     log_in(page, shot, live_server, staff)
     process = ProcessFactory(status="running", workflow_version=["Start", "Deploy config", "Done"], current_step=1)
     checks: list[float] = []

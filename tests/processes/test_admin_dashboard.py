@@ -54,8 +54,8 @@ def bars(svg: ET.Element) -> list[tuple[str, str]]:
 def count_link(html: str, status: str) -> tuple[str, int, str]:
     """The dashboard's count for `status`: its link, number and classes."""
     match = re.search(
-        rf'<a id="dashboard-count-{status}" href="([^"]+)"\s+class="([^"]*)">\s*'
-        r'<span class="dashboard-count-number">([\d,]+)</span>', html)
+        rf'<a id="dashboard-count-{status}" href="([^"]+)"\s+class="([^"]*)"[^>]*>\s*'
+        r'<span class="dashboard-count-number"[^>]*>([\d,]+)</span>', html)
     assert match, f"no count for {status} on the dashboard"
     return match.group(1).replace("&amp;", "&"), int(match.group(3).replace(",", "")), match.group(2)
 
@@ -93,7 +93,7 @@ def test_the_counts_are_the_kept_counters_not_a_count_of_the_processes(staff_cli
         html = staff_client.get(INDEX).content.decode()
 
     assert count_link(html, "failed")[1] == 1002
-    assert '<span class="dashboard-count-number">1,002</span>' in html
+    assert re.search(r'<span class="dashboard-count-number"[^>]*>1,002</span>', html)
     counting = [q["sql"] for q in queries.captured_queries
                 if 'FROM "processes_process"' in q["sql"] and "COUNT(" in q["sql"] and "settled_at" not in q["sql"]]
     assert counting == []

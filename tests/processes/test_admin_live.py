@@ -233,12 +233,17 @@ def test_the_list_s_counts_carry_the_live_contract_with_zero_counts_hidden(staff
     assert 'data-counts-seconds="10" data-counts-idle-seconds="60"' in html
 
 
-def test_the_index_loads_the_live_script_and_its_engine_box_takes_part(staff_client):
+def test_the_index_loads_the_live_script_and_its_engine_box_and_dashboard_take_part(staff_client):
     html = staff_client.get(reverse("admin:index")).content.decode()
 
     assert "processes/live.js" in html
     assert f'data-counts-url="{reverse("process-status-counts")}"' in html
     assert 'data-live-count="engine.running_processes"' in html
+    # The dashboard's counts: grouped digits as the server writes them, highlighted once above 0 (failed, waiting).
+    for status in ("failed", "waiting", "awaiting_callback", "suspended", "running"):
+        assert f'<span class="dashboard-count-number" data-live-count="{status}" data-live-grouped>0</span>' in html
+    highlighted = re.findall(r'data-live-attention="(\w+)" data-live-attention-classes="attention attention-\1"', html)
+    assert highlighted == ["failed", "waiting"]
 
 
 def test_a_check_of_the_counts_costs_a_bounded_number_of_queries(staff_client, django_assert_max_num_queries):

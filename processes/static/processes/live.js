@@ -14,8 +14,10 @@
  *                                     joined by commas (their sum: "waiting,awaiting_callback"), or
  *                                     "engine.running_processes" (the processes a run holds now)
  *   data-live-template="failed: {n}"  ... its text becomes this instead (data-live-template-one: for exactly 1)
+ *   data-live-grouped                 ... with the digits grouped as the page's language does ("1,002")
  *   data-live-hide-zero="KEY"         hidden while that count is 0
- *   data-live-attention="KEY"         has the classes "attention" and KEY while that count is above 0
+ *   data-live-attention="KEY"         has the classes "attention" and KEY while that count is above 0 (or those
+ *                                     of data-live-attention-classes="attention attention-failed")
  * They are checked every data-counts-seconds while some process is unfinished, else every
  * data-counts-idle-seconds (0: not then).
  *
@@ -168,6 +170,12 @@
     const wantsEngine = keys.some((key) => key.startsWith("engine."));
     const wantsStatuses = keys.some((key) => !key.startsWith("engine."));
     const unfinished = (config.unfinished || "").split(",").filter(Boolean);
+    let grouped;
+    try {
+      grouped = new Intl.NumberFormat(document.documentElement.lang || undefined);
+    } catch (error) {  // a language the browser does not know: its own way
+      grouped = new Intl.NumberFormat();
+    }
 
     function valueOf(values, key) {
       const parts = (key || "").split(",").map((part) => part.trim());
@@ -180,14 +188,15 @@
         const n = valueOf(values, el.dataset.liveCount);
         if (n !== undefined) {
           const template = (n === 1 && el.dataset.liveTemplateOne) || el.dataset.liveTemplate;
-          el.textContent = template ? template.split("{n}").join(String(n)) : String(n);
+          const number = "liveGrouped" in el.dataset ? grouped.format(n) : String(n);
+          el.textContent = template ? template.split("{n}").join(number) : number;
         }
         const zero = valueOf(values, el.dataset.liveHideZero);
         if (zero !== undefined) el.hidden = zero === 0;
         const attention = valueOf(values, el.dataset.liveAttention);
         if (attention !== undefined) {
-          el.classList.toggle("attention", attention > 0);
-          el.classList.toggle(el.dataset.liveAttention, attention > 0);
+          const classes = (el.dataset.liveAttentionClasses || "attention " + el.dataset.liveAttention).split(/\s+/);
+          for (const name of classes.filter(Boolean)) el.classList.toggle(name, attention > 0);
         }
       }
     }
