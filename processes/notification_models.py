@@ -34,6 +34,8 @@ class Notification(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     tries = models.PositiveIntegerField(default=0)
     next_try_at = models.DateTimeField(null=True, blank=True)
+    # Set while a sender sends it (in real time, whatever moment a tick was given): no other sender takes it.
+    claimed_until = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
 

@@ -2,9 +2,10 @@
 
 Sent right after the failure commits, by a short-lived daemon thread of the process that committed it (never
 the engine's own thread: a slow receiver delays no step), and by the scheduler's tick for what that did not
-send (a receiver that was down, a crash). Each row is sent under its row lock, taken with SKIP LOCKED, and
-marked sent in that transaction: two schedulers never send one twice. A send that fails is logged with the
-reason and tried again with backoff, NOTIFY_MAX_TRIES times at most; nothing here raises into the engine.
+send (a receiver that was down, a crash). A sender first claims a row, in a short transaction under its row
+lock taken with SKIP LOCKED, until after the send: two schedulers never send one twice. A send
+that fails is logged with the reason and tried again with backoff, NOTIFY_MAX_TRIES times at most; nothing
+here raises into the engine.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core import mail
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
@@ -132,45 +134,73 @@ def _deliver(row: Notification) -> None:
 
 
 # --- sending one row ---------------------------------------------------------------------------------
-def send_one(pk: int, now: datetime | None = None, *, down: set[str] | None = None) -> bool | None:
-    """Send one due notification under its row lock: True if sent, False if this try failed, None if it was
-    not due, sent or locked by another sender meanwhile, or its channel is in `down` (failed just now)."""
-    now = now or timezone.now()
+def claim_period() -> timedelta:
+    """How long a sender holds a row it claimed: longer than any send (each network wait is bounded)."""
+    return timedelta(seconds=3 * float(orchestrator_setting("NOTIFY_TIMEOUT_SECONDS")) + 60)
+
+
+def _due(now: datetime) -> QuerySet[Notification]:
+    """Due at `now` (a tick may be given another moment) and claimed by no sender now (in real time)."""
+    unclaimed = Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now())
+    return Notification.objects.filter(unclaimed, next_try_at__isnull=False, next_try_at__lte=now)
+
+
+def _claim(pk: int, now: datetime, down: set[str] | None) -> Notification | None:
+    """Take a due row for this sender, in a short transaction of its own: under its row lock (SKIP LOCKED: a
+    row another sender is claiming is its), count the try and mark it claimed until after the send, so that
+    no other sender takes it meanwhile. No transaction stays open during the send: on SQLite one would hold
+    the database's write lock, and every step of every process would wait for the receiver."""
     with transaction.atomic():
-        row = (Notification.objects.select_for_update(skip_locked=True)
-               .filter(pk=pk, next_try_at__isnull=False, next_try_at__lte=now).first())
+        row = _due(now).select_for_update(skip_locked=True).filter(pk=pk).first()
         if row is None or (down is not None and row.channel in down):
             return None
         row.tries += 1
-        try:
-            _deliver(row)
-        except SendFailed as exc:
-            failure: SendFailed = exc
-        except Exception as exc:  # unexpected: logged in full, tried again like any failure
-            logger.exception("notification %s: sending it raised", row.pk)
-            failure = SendFailed(f"{type(exc).__name__}: {exc}")
-        else:
-            row.sent_at = timezone.now()
-            row.next_try_at = None
-            row.save(update_fields=["tries", "sent_at", "next_try_at"])
-            logger.info("process %s: %s notification sent by %s (try %d)", _process(row), row.event, row.channel,
-                        row.tries)
-            return True
-        row.last_error = storable_text(str(failure), 2000)
-        max_tries = int(orchestrator_setting("NOTIFY_MAX_TRIES"))
-        if isinstance(failure, ChannelOff) or row.tries >= max_tries:
-            row.next_try_at = None
-            logger.error("process %s: gave up on its %s notification by %s after %d tr%s: %s", _process(row),
-                         row.event, row.channel, row.tries, "y" if row.tries == 1 else "ies", failure)
-        else:
-            row.next_try_at = now + backoff(row.tries)
-            logger.warning("process %s: its %s notification by %s failed (try %d of %d; next at %s): %s",
-                           _process(row), row.event, row.channel, row.tries, max_tries,
-                           f"{row.next_try_at:%Y-%m-%d %H:%M:%S %Z}", failure)
-        row.save(update_fields=["tries", "last_error", "next_try_at"])
-        if down is not None:
-            down.add(row.channel)
-        return False
+        row.claimed_until = timezone.now() + claim_period()
+        row.save(update_fields=["tries", "claimed_until"])
+    return row
+
+
+def _record(row: Notification, **fields: Any) -> None:
+    # Only while the claim is still this sender's (the same try): one that outlasted its claim records nothing.
+    fields["claimed_until"] = None
+    if not Notification.objects.filter(pk=row.pk, tries=row.tries, sent_at__isnull=True).update(**fields):
+        logger.warning("notification %s: its try %d outlasted its claim; another sender took it over",
+                       row.pk, row.tries)
+
+
+def send_one(pk: int, now: datetime | None = None, *, down: set[str] | None = None) -> bool | None:
+    """Claim and send one due notification: True if sent, False if this try failed, None if it was not due,
+    sent or claimed by another sender meanwhile, or its channel is in `down` (it failed just now)."""
+    now = now or timezone.now()
+    row = _claim(pk, now, down)
+    if row is None:
+        return None
+    try:
+        _deliver(row)
+    except SendFailed as exc:
+        failure: SendFailed = exc
+    except Exception as exc:  # unexpected: logged in full, tried again like any failure
+        logger.exception("notification %s: sending it raised", row.pk)
+        failure = SendFailed(f"{type(exc).__name__}: {exc}")
+    else:
+        _record(row, sent_at=timezone.now(), next_try_at=None)
+        logger.info("process %s: %s notification sent by %s (try %d)", _process(row), row.event, row.channel,
+                    row.tries)
+        return True
+    max_tries = int(orchestrator_setting("NOTIFY_MAX_TRIES"))
+    if isinstance(failure, ChannelOff) or row.tries >= max_tries:
+        next_try_at = None
+        logger.error("process %s: gave up on its %s notification by %s after %d tr%s: %s", _process(row),
+                     row.event, row.channel, row.tries, "y" if row.tries == 1 else "ies", failure)
+    else:
+        next_try_at = now + backoff(row.tries)
+        logger.warning("process %s: its %s notification by %s failed (try %d of %d; next at %s): %s",
+                       _process(row), row.event, row.channel, row.tries, max_tries,
+                       f"{next_try_at:%Y-%m-%d %H:%M:%S %Z}", failure)
+    _record(row, last_error=storable_text(str(failure), 2000), next_try_at=next_try_at)
+    if down is not None:
+        down.add(row.channel)
+    return False
 
 
 def _process(row: Notification) -> str:
@@ -184,8 +214,7 @@ def send_due(now: datetime | None = None, *, limit: int = 100) -> list[int]:
     costs one timeout per tick, not one per notification.
     """
     now = now or timezone.now()
-    due = list(Notification.objects.filter(next_try_at__isnull=False, next_try_at__lte=now)
-               .order_by("next_try_at", "id").values_list("id", flat=True)[:limit])
+    due = list(_due(now).order_by("next_try_at", "id").values_list("id", flat=True)[:limit])
     sent: list[int] = []
     down: set[str] = set()
     for pk in due:

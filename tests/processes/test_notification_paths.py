@@ -17,9 +17,11 @@ from processes.recovery import recover_stalled_processes, retry_due_processes
 from processes.services import start_process
 from tests.factories import ProcessFactory
 from tests.processes import flows
-from tests.processes.receiver import Receiver
+from tests.processes.receiver import Receiver, closed_port_url
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# PostgreSQL: the sender thread writes while the test reads, which the in-memory SQLite test database (shared
+# cache: "database table is locked" at once, no busy wait) does not allow; a SQLite file (make run) does.
+pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
@@ -127,6 +129,39 @@ def test_every_way_a_process_fails_sends_exactly_one_notification(settings, rece
     assert reason in body["failed_reason"]
     assert body["failed_reason"] == process.failed_reason
     assert Notification.objects.get().state == "sent"
+
+
+# --- sending trouble ---------------------------------------------------------------------------------
+def test_a_mail_server_that_cannot_be_reached_is_a_failed_try_kept_for_the_next_tick(settings):
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "NOTIFY_EMAILS": ("ops@example.org",)}
+    port = int(closed_port_url().rsplit(":", 1)[1].split("/")[0])
+    settings.MAILERS = {"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                                    "OPTIONS": {"host": "127.0.0.1", "port": port}}}
+    flows.CONTROL["fail_times"] = 1
+
+    process = start_process("t_writes")
+    assert notify_send.wait_until_idle(15)
+
+    assert Process.objects.get(pk=process.pk).status == "failed"
+    row = Notification.objects.get()
+    assert (row.channel, row.state, row.tries) == ("email", "pending", 1)
+    assert row.last_error.startswith("could not send the email to ops@example.org: ConnectionRefusedError")
+
+
+def test_a_notification_whose_channel_was_switched_off_since_is_given_up_not_sent(settings, receiver):
+    notify(settings, receiver.url)
+    receiver.answers.append(500)
+    flows.CONTROL["fail_times"] = 1
+    start_process("t_writes")
+    assert notify_send.wait_until_idle(15)
+    notify(settings, "")
+
+    assert notify_send.send_due(now=timezone.now() + timedelta(hours=1)) == []
+
+    row = Notification.objects.get()
+    assert (row.state, row.tries) == ("given up", 2)
+    assert row.last_error == 'ORCHESTRATOR["NOTIFY_WEBHOOK_URL"] is no longer set'
+    assert len(receiver.requests) == 1
 
 
 # --- clean-up, settings, admin -----------------------------------------------------------------------
