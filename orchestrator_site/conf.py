@@ -131,6 +131,23 @@ DEFAULTS: dict[str, Any] = {
     # answers the callback after NODE_PROVISIONING_DELAY_SECONDS, by POSTing to its URL like a real one).
     "NODE_PROVISIONING": "",
     "NODE_PROVISIONING_DELAY_SECONDS": 3.0,
+    # Notify on failure: when a process fails (a step, a retrystep out of tries, the engine giving up, a
+    # callback deadline that passed), POST a JSON body to NOTIFY_WEBHOOK_URL ("": no webhook) and/or send an
+    # email to NOTIFY_EMAILS (empty: no email; sent with Django's EMAIL_* settings, from DEFAULT_FROM_EMAIL).
+    # Both off by default. Each is written to an outbox with the failure (never sent for a failure that
+    # rolled back), sent once it commits, and by the scheduler's tick when that did not work.
+    "NOTIFY_WEBHOOK_URL": "",
+    "NOTIFY_EMAILS": (),
+    # How long one send may take (the webhook's connection and each read; the mail server's connection).
+    "NOTIFY_TIMEOUT_SECONDS": 10.0,
+    # A send that failed (refused, timed out, an answer other than 2xx) is tried again after BACKOFF seconds,
+    # twice as long each time (at most BACKOFF_MAX), until it was tried MAX_TRIES times; then it is given up,
+    # with an error in the log. With the defaults: for about an hour.
+    "NOTIFY_MAX_TRIES": 8,
+    "NOTIFY_BACKOFF_SECONDS": 30.0,
+    "NOTIFY_BACKOFF_MAX_SECONDS": 1800.0,
+    # task_clean_up_tasks deletes notifications sent or given up this many days ago.
+    "NOTIFY_RETENTION_DAYS": 30,
 }
 
 
