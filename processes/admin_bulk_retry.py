@@ -45,7 +45,7 @@ class BulkRetryPages:
         if not self.has_run_permission(request):
             raise PermissionDenied
         if request.POST.get("post") == "yes":
-            self._retry_confirmed(request, queryset)
+            self._retry_confirmed(request)
             return None  # back to the list, as it was filtered
         chosen = list(queryset.select_related("workflow").order_by("-started_at")[:BULK_RETRY_MAX + 1])
         if len(chosen) > BULK_RETRY_MAX:
@@ -69,11 +69,18 @@ class BulkRetryPages:
     def _detail_url(self, process: Process) -> str:
         return reverse("admin:processes_process_change", args=[process.pk])
 
-    def _retry_confirmed(self, request: HttpRequest, queryset: QuerySet[Process]) -> None:
-        """Retry those the page listed (its form names only them); report each refusal and each one not retried."""
+    def _retry_confirmed(self, request: HttpRequest) -> None:
+        """Retry those the page listed (its form names only them); report each refusal and each one not retried.
+
+        By the ids the page sent, not the list's filters: one that no longer matches them (someone retried it
+        meanwhile) is reported, not silently left out.
+        """
         retried: list[Process] = []
         failed: list[str] = []
-        for process in queryset.select_related("workflow").order_by("-started_at")[:BULK_RETRY_MAX]:
+        ids = _valid_ids(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))[:BULK_RETRY_MAX]
+        found = Process.objects.select_related("workflow").in_bulk(ids)
+        failed += [f"{value[:8]}…: it no longer exists" for value in ids if uuid.UUID(value) not in found]
+        for process in sorted(found.values(), key=lambda p: p.started_at, reverse=True):
             try:
                 done = services.retry_process(process.pk, by=request.user)
             except (OrchestratorError, PermissionDenied) as exc:

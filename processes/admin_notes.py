@@ -51,8 +51,9 @@ class NotePages:
     def note_short(self, obj: Process) -> SafeString | str:
         if not obj.note:
             return ""
-        return format_html('<span class="process-note-short" title="{}">{}</span>', obj.note,
-                           Truncator(obj.note).chars(NOTE_SHOWN))
+        # Wide enough to read as a line or two, not a word per line, in a list of many columns.
+        return format_html('<span class="process-note-short" title="{}" style="display:inline-block;min-width:14em">'
+                           '{}</span>', obj.note, Truncator(obj.note).chars(NOTE_SHOWN))
 
     def detail_context(self, request: HttpRequest, process: Process) -> dict[str, Any]:
         can_edit = self.has_run_permission(request)
