@@ -224,6 +224,7 @@ def test_a_note_that_is_too_long_shows_the_error_with_the_text_kept_and_changes_
     process = completed_process()
     client = as_client(runner)
     text = "a" * (NOTE_MAX_LENGTH + 5)
+    assert '<textarea name="note"' in client.get(note_url(process)).content.decode()  # the note's own page
 
     response = client.post(note_url(process), {"note": text})
 
