@@ -22,6 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 
 from orchestrator_site.errors import InvalidInput, NotFound, OrchestratorError
+from processes.admin_engine import pause_of
 from processes.admin_forms import form_for, input_from, put_errors_on
 from processes.admin_history import record, with_reason
 from processes.models import ProcessSubscription
@@ -110,7 +111,10 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
             if can_run and not reasons:
                 url = reverse("admin:subscriptions_subscription_start", args=[subscription.pk, spec.name])
             workflows.append({"spec": spec, "allowed": not reasons, "reasons": reasons, "start_url": url})
+        # While the engine is paused the Start buttons show, disabled, saying why (a start would be refused).
+        pause = pause_of(request)
         return {
+            "start_paused_reason": pause.reason() if pause is not None else "",
             "subscription_processes": processes,
             "subscription_processes_total": total,
             "subscription_processes_more": max(0, total - len(processes)),
