@@ -28,7 +28,7 @@ class LivePages:
 
     def detail_context(self, request: HttpRequest, process: Process) -> dict[str, Any]:
         # The API detail's ETag as the API would serve it to this user: the page's first poll answers 304.
-        tag = process_etag(process.last_modified_at, process.status, bool(request.user.is_staff))
+        tag = process_etag(process.last_modified_at, process.status, process.note, bool(request.user.is_staff))
         live = poll_config([process.status], reverse("process-detail", args=[process.pk]), tag)
         return {**super().detail_context(request, process), "live": live, "running_step": running_step(process)}
 

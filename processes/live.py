@@ -30,10 +30,12 @@ UNFINISHED = MOVING | WAITING
 FAST, SLOW, OFF = "fast", "slow", "off"
 
 
-def process_etag(last_modified_at: datetime, process_status: str, staff: bool) -> str:
+def process_etag(last_modified_at: datetime, process_status: str, note: str, staff: bool) -> str:
     """The API detail's ETag. The process page embeds it, and its poll sends it back (304 while unchanged)."""
-    # Staff see tracebacks, others do not: two representations, two tags.
-    raw = f"{last_modified_at.isoformat()}|{process_status}|{int(staff)}"
+    # Staff see tracebacks, others do not: two representations, two tags. The note is in it because setting
+    # one does not touch last_modified_at (services.set_note says why).
+    note_digest = hashlib.sha256((note or "").encode()).hexdigest()
+    raw = f"{last_modified_at.isoformat()}|{process_status}|{note_digest}|{int(staff)}"
     return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
 
 
