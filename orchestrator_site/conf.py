@@ -98,6 +98,15 @@ DEFAULTS: dict[str, Any] = {
     "STEPS_PAGE_SIZE": 50,
     # The largest request body the API accepts, in bytes; a larger one is answered 413.
     "API_MAX_BODY_BYTES": 1024 * 1024,
+    # Live admin pages check for changes by themselves, without a reload (processes/live.py): a process page
+    # (and the process list) showing a process that moves on by itself (running) every LIVE_POLL_SECONDS, one
+    # that waits for the sweep or a callback (waiting, awaiting callback) every LIVE_POLL_WAITING_SECONDS,
+    # others not at all; the counts per status (admin index, process list) every LIVE_COUNTS_SECONDS while
+    # some process is unfinished, every LIVE_COUNTS_IDLE_SECONDS otherwise. 0 turns that check off.
+    "LIVE_POLL_SECONDS": 2.0,
+    "LIVE_POLL_WAITING_SECONDS": 10.0,
+    "LIVE_COUNTS_SECONDS": 10.0,
+    "LIVE_COUNTS_IDLE_SECONDS": 60.0,
     # The most items one page of an API list may hold (?limit=), whatever the client asks.
     "API_MAX_PAGE_SIZE": 500,
     # API and admin lists count their matching rows up to this many and no further: a count reads every
@@ -122,6 +131,23 @@ DEFAULTS: dict[str, Any] = {
     # answers the callback after NODE_PROVISIONING_DELAY_SECONDS, by POSTing to its URL like a real one).
     "NODE_PROVISIONING": "",
     "NODE_PROVISIONING_DELAY_SECONDS": 3.0,
+    # Notify on failure: when a process fails (a step, a retrystep out of tries, the engine giving up, a
+    # callback deadline that passed), POST a JSON body to NOTIFY_WEBHOOK_URL ("": no webhook) and/or send an
+    # email to NOTIFY_EMAILS (empty: no email; sent with Django's EMAIL_* settings, from DEFAULT_FROM_EMAIL).
+    # Both off by default. Each is written to an outbox with the failure (never sent for a failure that
+    # rolled back), sent once it commits, and by the scheduler's tick when that did not work.
+    "NOTIFY_WEBHOOK_URL": "",
+    "NOTIFY_EMAILS": (),
+    # How long one send may take (the webhook's connection and each read; the mail server's connection).
+    "NOTIFY_TIMEOUT_SECONDS": 10.0,
+    # A send that failed (refused, timed out, an answer other than 2xx) is tried again after BACKOFF seconds,
+    # twice as long each time (at most BACKOFF_MAX), until it was tried MAX_TRIES times; then it is given up,
+    # with an error in the log. With the defaults: for about an hour.
+    "NOTIFY_MAX_TRIES": 8,
+    "NOTIFY_BACKOFF_SECONDS": 30.0,
+    "NOTIFY_BACKOFF_MAX_SECONDS": 1800.0,
+    # task_clean_up_tasks deletes notifications sent or given up this many days ago.
+    "NOTIFY_RETENTION_DAYS": 30,
 }
 
 

@@ -191,6 +191,25 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 
+# --- Email (the notifications of failures: ORCHESTRATOR["NOTIFY_EMAILS"]) --------------------------
+# Django's default mailer: SMTP to EMAIL_HOST:EMAIL_PORT (localhost:25), logging in with EMAIL_HOST_USER and
+# EMAIL_HOST_PASSWORD when set, over STARTTLS (EMAIL_USE_TLS) or TLS (EMAIL_USE_SSL); EMAIL_BACKEND names
+# another backend (e.g. django.core.mail.backends.console.EmailBackend prints them). From DEFAULT_FROM_EMAIL.
+_email_backend = os.environ.get("EMAIL_BACKEND", "").strip() or "django.core.mail.backends.smtp.EmailBackend"
+_email_options: dict[str, object] = {}
+if _email_backend == "django.core.mail.backends.smtp.EmailBackend":
+    try:
+        _email_port = int(os.environ.get("EMAIL_PORT", "25"))
+    except ValueError:
+        raise ImproperlyConfigured(f"EMAIL_PORT={os.environ['EMAIL_PORT']!r} is not a port number") from None
+    _email_options = {
+        "host": os.environ.get("EMAIL_HOST", "localhost"), "port": _email_port,
+        "username": os.environ.get("EMAIL_HOST_USER", ""), "password": os.environ.get("EMAIL_HOST_PASSWORD", ""),
+        "use_tls": env_bool("EMAIL_USE_TLS", False), "use_ssl": env_bool("EMAIL_USE_SSL", False),
+    }
+MAILERS = {"default": {"BACKEND": _email_backend, "OPTIONS": _email_options}}
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "").strip() or "orchestrator@localhost"
+
 # --- The REST API --------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with `WWW-Authenticate: Token`, not a bare 403.

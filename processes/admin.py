@@ -20,11 +20,15 @@ from orchestrator_site.errors import InvalidInput, OrchestratorError
 from orchestrator_site.pagination import CappedPaginator
 from processes import operations, services
 from processes.admin_actions import ACTIONS, BADGE_COLOURS, BADGE_DEFAULT, NEEDS_ATTENTION, badge
+from processes.admin_bulk_retry import BulkRetryPages
 from processes.admin_callbacks import CallbackPages
 from processes.admin_columns import ProcessColumns
 from processes.admin_detail import ProcessDetailPages
 from processes.admin_filters import CreatedByFilter
 from processes.admin_forms import AbortForm, SkipForm, form_for, input_from, put_errors_on
+from processes.admin_history import record, with_reason
+from processes.admin_live import LivePages
+from processes.admin_notes import NotePages
 from processes.admin_times import InputTimes, ProcessTimes, StepTimes
 from processes.models import (
     RETRYABLE,
@@ -44,12 +48,13 @@ RUN_PERMISSION = "processes.run_process"
 
 # --- The process list ----------------------------------------------------------------------------
 @admin.register(Process)
-class ProcessAdmin(ProcessColumns, ProcessTimes, CallbackPages, ProcessDetailPages, admin.ModelAdmin):
+class ProcessAdmin(ProcessColumns, ProcessTimes, LivePages, BulkRetryPages, NotePages, CallbackPages,
+                   ProcessDetailPages, admin.ModelAdmin):
     # What fits a 1366 px screen beside the filters (processes.admin_columns).
     list_display = [
-        "short_id", "status_badge", "workflow_name", "subscription_links", "last_step_and_reason", "started",
-        "duration",
+        "process_and_status", "workflow_name", "subscription_links", "last_step_and_reason", "started", "duration",
     ]
+    list_display_links = None  # process_and_status links the id itself, not the badge under it
     # Each filter's choices come from the code (status, task, dates), the small workflow table, or an
     # index (CreatedByFilter): none reads the processes, which a SELECT DISTINCT over them would.
     list_filter = [
@@ -74,7 +79,7 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, CallbackPages, ProcessDetailPag
     change_list_template = "admin/processes/process/change_list.html"
     change_form_template = "admin/processes/process/change_form.html"
     fieldsets = [
-        (None, {"fields": ["process_id", "workflow", "status_badge", "failed_reason", "note"]}),
+        (None, {"fields": ["process_id", "workflow", "status_badge", "failed_reason"]}),  # the note: its own box
         ("Progress", {"fields": [
             "progress", "last_step", "next_retry_exact", "workflow_version",
         ]}),
@@ -177,7 +182,8 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, CallbackPages, ProcessDetailPag
         ]
         custom.append(path("<uuid:object_id>/steps/<int:number>/", self.admin_site.admin_view(self.step_state_view),
                            name="processes_process_step_state"))  # ProcessDetailPages
-        return custom + self.callback_urls() + super().get_urls()  # before the admin's catch-all `<path:object_id>/`
+        # Before the admin's catch-all `<path:object_id>/`.
+        return custom + self.callback_urls() + self.note_urls() + self.live_urls() + super().get_urls()
 
     def _action_process(self, request: HttpRequest, object_id: uuid.UUID, action: str) -> Process | HttpResponse:
         """The process to act on, or the response refusing it: 403 without the permission, a message when its
@@ -202,7 +208,9 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, CallbackPages, ProcessDetailPag
         messages.error(request, str(exc) or "Refused.")
         return self._to_detail(process)
 
-    def _done(self, request: HttpRequest, process: Process, what: str) -> HttpResponseRedirect:
+    def _done(self, request: HttpRequest, process: Process, what: str, history: str) -> HttpResponseRedirect:
+        """After an action succeeded: its line in the process's History, and a message saying where it stands."""
+        record(self, request, process, history)
         text = f"{what} process {process.process_id}: it is now {process.get_status_display()}."
         if process.status in RETRYABLE:
             # It stopped again: say why right away, the detail page shows the rest.
@@ -235,7 +243,7 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, CallbackPages, ProcessDetailPag
                 process = services.retry_process(process.pk, by=request.user)
             except (OrchestratorError, PermissionDenied) as exc:
                 return self._refused(request, process, exc)
-            return self._done(request, process, "Retried")
+            return self._done(request, process, "Retried", "Retried")
         return self._render_action(request, process, "retry", None)
 
     def resume_view(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponse:
@@ -259,7 +267,7 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, CallbackPages, ProcessDetailPag
             except (OrchestratorError, PermissionDenied) as exc:
                 return self._refused(request, process, exc)
             else:
-                return self._done(request, process, "Resumed")
+                return self._done(request, process, "Resumed", f"Resumed at step {pending['step']!r}")
         return self._render_action(request, process, "resume", form, extra)
 
     def abort_view(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponse:
@@ -272,9 +280,12 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, CallbackPages, ProcessDetailPag
                 process = services.abort_process(process.pk, by=request.user, reason=form.cleaned_data["reason"])
             except (OrchestratorError, PermissionDenied) as exc:
                 return self._refused(request, process, exc)
+            reason = form.cleaned_data["reason"]
             if getattr(process, "abort_pending", False):
+                record(self, request, process, with_reason("Abort requested (at the end of the running step)", reason))
                 messages.warning(request, f"{process.abort_message}.")
             else:
+                record(self, request, process, with_reason("Aborted", reason))
                 messages.success(request, f"Aborted process {process.process_id}: {process.failed_reason}.")
             return self._to_detail(process)
         return self._render_action(request, process, "abort", form)
@@ -294,22 +305,14 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, CallbackPages, ProcessDetailPag
             except (OrchestratorError, PermissionDenied) as exc:
                 return self._refused(request, process, exc)
             else:
-                return self._done(request, process, f"Skipped step {skipped!r} of")
+                return self._done(request, process, f"Skipped step {skipped!r} of",
+                                  with_reason(f"Skipped step {skipped!r}", form.cleaned_data["reason"]))
         return self._render_action(request, process, "skip", form, {"failed_step": process.last_step})
 
     @admin.action(description="Retry selected processes", permissions=["run"])
-    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Process]) -> None:
-        """Retry each selected process through the same service as the detail page; report who was refused."""
-        retried, refused = 0, []
-        for process_id in queryset.values_list("process_id", flat=True):
-            try:
-                services.retry_process(process_id, by=request.user)
-            except (OrchestratorError, PermissionDenied) as exc:
-                refused.append(f"{str(process_id)[:8]}…: {exc}")
-            else:
-                retried += 1
-        text = f"Retried {retried}; refused {len(refused)}" + (": " + "; ".join(refused) if refused else ".")
-        self.message_user(request, text, messages.WARNING if refused else messages.SUCCESS)
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[Process]) -> HttpResponse | None:
+        """A confirmation page first (processes.admin_bulk_retry); each retried through the detail page's service."""
+        return self.bulk_retry(request, queryset)
 
 
 # --- The log and the inputs, read-only ---------------------------------------------------------------

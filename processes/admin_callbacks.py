@@ -15,6 +15,7 @@ from orchestrator_site import humanize
 from orchestrator_site.errors import InvalidInput, OrchestratorError
 from processes import callbacks, services
 from processes.admin_forms import DeliverCallbackForm, put_errors_on
+from processes.admin_history import with_reason
 from processes.models import Process
 
 
@@ -62,5 +63,7 @@ class CallbackPages:
             else:
                 process.refresh_from_db()  # the executor may have run it on already
                 step = waiting["step"] if waiting else process.last_step
-                return self._done(request, process, f"Delivered the callback of step {step!r} by hand to")
+                return self._done(request, process, f"Delivered the callback of step {step!r} by hand to",
+                                  with_reason(f"Delivered the callback of step {step!r} by hand",
+                                              form.cleaned_data["reason"]))
         return self._render_action(request, process, "deliver_callback", form, {"waiting_for": waiting})

@@ -10,6 +10,7 @@ from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from orchestrator_site import humanize
+from processes.admin_actions import badge
 from processes.admin_times import total_duration
 from processes.models import Process
 
@@ -36,8 +37,16 @@ def reason_without_step(process: Process) -> str:
 
 
 class ProcessColumns:
-    """For ProcessAdmin's list: workflow, subscriptions with their customers, the last step with why the process
-    stopped there, when it started (relative, exact on hover) and by whom, and how long it has taken."""
+    """For ProcessAdmin's list: the process with its status, workflow, subscriptions with their customers, the
+    last step with why the process stopped there, when it started (relative, exact on hover) and by whom, and
+    how long it has taken."""
+
+    @admin.display(description="process · status", ordering="status")
+    def process_and_status(self, obj: Process) -> SafeString:
+        # The id (the link to the page) with the status under it: one column's width for both.
+        return format_html('<a class="process-link" href="{}">{}</a><div class="process-status">{}</div>',
+                           reverse("admin:processes_process_change", args=[obj.pk]), obj.short_id,
+                           badge(obj.status, obj.get_status_display()))
 
     @admin.display(description="workflow", ordering="workflow__name")
     def workflow_name(self, obj: Process) -> SafeString:
@@ -55,8 +64,12 @@ class ProcessColumns:
              for sub in subscriptions),
         ) or "—"
 
-    @admin.display(description="last step · why it stopped", ordering="last_step")
-    def last_step_and_reason(self, obj: Process) -> SafeString | str:
+    @admin.display(description="last step · why it stopped · note", ordering="last_step")
+    def last_step_and_reason(self, obj: Process) -> SafeString:
+        """What is going on with the process: its last step, why it stopped there, and staff's note on it."""
+        return format_html("{}{}", self._step_and_reason(obj), self._note_line(obj))
+
+    def _step_and_reason(self, obj: Process) -> SafeString | str:
         shown = cut(obj.last_step, STEP_CHARS)
         step = format_html('<span class="process-step" title="{}">{}</span>', obj.last_step, shown) if shown else "—"
         if not obj.failed_reason:
@@ -70,6 +83,14 @@ class ProcessColumns:
                                cut(rest, max(REASON_CHARS - len(shown) - 2, REASON_CHARS // 2)))
         return format_html('{}<div class="failed-reason" title="{}">{}</div>', step, obj.failed_reason,
                            cut(rest, REASON_CHARS))
+
+    def _note_line(self, obj: Process) -> SafeString | str:
+        # The note's own cell (processes.admin_notes), under the step: a column of its own does not fit 1366 px.
+        note_short = getattr(self, "note_short", None)
+        if not obj.note or note_short is None:
+            return ""
+        return format_html('<div class="process-note-line"><span class="process-note-label">note:</span> {}</div>',
+                           note_short(obj))
 
     @admin.display(description="started", ordering="started_at")
     def started(self, obj: Process) -> SafeString | str:

@@ -21,12 +21,23 @@ from django.http import (
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from processes.engine_settings import engine_status, set_engine_paused
+from processes.engine_settings import EnginePause, engine_pause, engine_status, set_engine_paused
 from processes.models import EngineSettings
+
+_UNREAD = object()
 
 
 def is_staff(request: HttpRequest) -> bool:
     return bool(request.user.is_active and request.user.is_staff)
+
+
+def pause_of(request: HttpRequest) -> EnginePause | None:
+    """engine_pause(), read once per request: the banner and the page below it (its Start buttons) agree,
+    and a page costs one query for it, however many places ask."""
+    pause = getattr(request, "_engine_pause", _UNREAD)
+    if pause is _UNREAD:
+        pause = request._engine_pause = engine_pause()  # type: ignore[attr-defined]
+    return pause  # type: ignore[return-value]
 
 
 class EngineAdmin(admin.ModelAdmin):

@@ -4,7 +4,8 @@ validation, and, while it is out of sync, since when and which process holds it.
 
 `subscriptions` knows nothing of processes (DESIGN.md, "Apps and what each owns"), so this module replaces
 its SubscriptionAdmin on the admin site with a subclass; ProcessesConfig.ready() imports it.
-Every action calls the same service as the API and the command line (processes.services).
+Every action calls the same service as the API and the command line (processes.services), and is a line of the
+subscription's History (processes.admin_history).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 
 from orchestrator_site.errors import InvalidInput, NotFound, OrchestratorError
+from processes.admin_engine import pause_of
 from processes.admin_forms import form_for, input_from, put_errors_on
+from processes.admin_history import record, with_reason
 from processes.models import ProcessSubscription
 from processes.services import holding_processes, holds, set_in_sync, start_process, workflows_for
 from subscriptions.admin import SubscriptionAdmin
@@ -108,7 +111,10 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
             if can_run and not reasons:
                 url = reverse("admin:subscriptions_subscription_start", args=[subscription.pk, spec.name])
             workflows.append({"spec": spec, "allowed": not reasons, "reasons": reasons, "start_url": url})
+        # While the engine is paused the Start buttons show, disabled, saying why (a start would be refused).
+        pause = pause_of(request)
         return {
+            "start_paused_reason": pause.reason() if pause is not None else "",
             "subscription_processes": processes,
             "subscription_processes_total": total,
             "subscription_processes_more": max(0, total - len(processes)),
@@ -205,6 +211,7 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
                 messages.error(request, str(exc) or "you may not start this workflow")
                 return HttpResponseRedirect(change_url)
             else:
+                record(self, request, subscription, f"Started {spec.name} (process {process.short_id})")
                 messages.success(
                     request, f"Started {spec.name} on {subscription}: process {process.process_id} is {process.status}."
                 )
@@ -233,6 +240,7 @@ class SubscriptionProcessesAdmin(SubscriptionAdmin):
                 messages.error(request, str(exc))
                 return HttpResponseRedirect(change_url)
             else:
+                record(self, request, subscription, with_reason("Set in sync", form.cleaned_data["reason"]))
                 messages.success(request, f"{subscription} is set in sync; the reason is kept in its history.")
                 return HttpResponseRedirect(change_url)
         return self._page(

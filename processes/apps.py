@@ -11,8 +11,15 @@ class ProcessesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # The admin pages processes add to other apps' models, and the engine page.
-        from processes import admin_engine, admin_subscriptions, scheduler_thread  # noqa: F401
+        # The admin pages processes add to other apps' models, the engine page, and the notifications' page;
+        # notifications: the hook on every transition to failed (notify on failure), and its settings' check.
+        from processes import (  # noqa: F401
+            admin_engine,
+            admin_notifications,
+            admin_subscriptions,
+            notifications,
+            scheduler_thread,
+        )
 
         # Only with ORCHESTRATOR["EMBEDDED_SCHEDULER"], and only in a process serving requests.
         scheduler_thread.maybe_start()

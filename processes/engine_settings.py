@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import models, transaction
 from django.db.models import Count, Q
-from django.utils import timezone
+from django.utils import dateformat, timezone
 
 from processes.leases import rows_in_use
 from processes.models import EngineSettings, ProcessLease, ProcessStatus
@@ -52,6 +52,26 @@ def engine_status() -> EngineStatus:
         running += len(rows_in_use(lapsed.values_list("process_id", flat=True)))
     state = EngineState.RUNNING if not paused else EngineState.PAUSING if running else EngineState.PAUSED
     return EngineStatus(bool(paused), str(state), running, changed_by, changed_at)
+
+
+@dataclass(frozen=True)
+class EnginePause:
+    """Who paused the engine and when: what the admin's banner and disabled Start buttons say."""
+
+    by: str
+    since: datetime | None
+
+    def reason(self) -> str:
+        """Why nothing can start, in one line: "the engine is paused (by alice since 2026-03-03 02:14 UTC): ..."."""
+        when = dateformat.format(timezone.localtime(self.since), "Y-m-d H:i T") if self.since else "an unknown time"
+        who = self.by or "an unknown user"
+        return f"the engine is paused (by {who} since {when}): nothing can start until it is resumed"
+
+
+def engine_pause() -> EnginePause | None:
+    """Who paused the engine and since when, or None while it runs: one read of one row (no lease counts)."""
+    row = EngineSettings.objects.filter(id=1, paused=True).values_list("changed_by", "changed_at").first()
+    return EnginePause(*row) if row is not None else None
 
 
 def set_engine_paused(paused: bool, *, by: Any = None) -> EngineStatus:

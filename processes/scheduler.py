@@ -1,8 +1,9 @@
 """Periodic work of the engine: retrying waiting processes when due, waking timers, failing callback steps
-past their deadline, recovering stalled running ones, and starting scheduled tasks (and folding the status
-counts). `tick()` does all of it; every scheduler calls it every SWEEP_INTERVAL_SECONDS:
-`manage.py run_scheduler`, Celery beat (task processes.scheduler_tick) or the embedded scheduler thread
-(processes/scheduler_thread.py). Any number of them may tick at once: none does a piece of work twice.
+past their deadline, recovering stalled running ones, starting scheduled tasks, sending the notifications of
+failures still to send (and folding the status counts). `tick()` does all of it; every scheduler calls it
+every SWEEP_INTERVAL_SECONDS: `manage.py run_scheduler`, Celery beat (task processes.scheduler_tick) or the
+embedded scheduler thread (processes/scheduler_thread.py). Any number of them may tick at once: none does a
+piece of work twice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from processes import engine
 from processes.callbacks import fail_overdue
 from processes.dberrors import connection_lost
 from processes.models import ProcessStatus, ScheduledRun
+from processes.notify_send import send_due as send_due_notifications
 from processes.recovery import SCHEDULER_ACTOR, recover_stalled_processes, retry_due_processes, wake_due_timers
 from processes.services import start_process
 from processes.status_counts import fold as fold_status_counts
@@ -188,13 +190,15 @@ class TickReport:
     started: list[uuid.UUID] = field(default_factory=list)
     woken: list[uuid.UUID] = field(default_factory=list)
     expired: list[uuid.UUID] = field(default_factory=list)
+    # Notifications of failures sent by this tick (ids; see processes/notify_send.py).
+    notified: list[int] = field(default_factory=list)
     # The parts that raised (logged with their traceback); the others still ran.
     failed: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = (f"retried {len(self.retried)} waiting process(es), recovered {len(self.recovered)} stalled "
                 f"one(s), started {len(self.started)} scheduled task(s), woke {len(self.woken)} timer(s), failed "
-                f"{len(self.expired)} callback(s) past their deadline")
+                f"{len(self.expired)} callback(s) past their deadline, sent {len(self.notified)} notification(s)")
         return text + (f"; failed: {', '.join(self.failed)}" if self.failed else "")
 
 
@@ -209,7 +213,9 @@ def tick(now: datetime | None = None) -> TickReport:
     parts = (("retried", retry_due_processes), ("woken", wake_due_timers),
              ("expired", lambda when: fail_overdue(when, who=SCHEDULER_ACTOR)),
              ("recovered", recover_stalled_processes),
-             ("started", lambda when: start_due_tasks(when, failures=task_failures)))
+             ("started", lambda when: start_due_tasks(when, failures=task_failures)),
+             # Last: a receiver that is slow to answer delays no other part (and it sends the failures above).
+             ("notified", send_due_notifications))
     for name, job in parts:
         try:
             setattr(report, name, job(now))

@@ -247,3 +247,42 @@ def skip_step(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") 
         process = operations.skip_step(process_id, by=by, reason=reason)
         submit_after_commit(process.process_id)
     return engine.get_process(process.process_id)
+
+
+# The longest note a process takes: a few paragraphs for the next person on duty, not a document.
+NOTE_MAX_LENGTH = 2000
+
+
+def set_note(process_id: uuid.UUID | str, note: str, *, by: Any = None) -> Process:
+    """Set (or, with a blank one, clear) a process's note: staff's word on it for the next person on duty.
+
+    Any status, a completed or aborted process too; the workflow's own authorisation is not asked (a note runs
+    nothing), nor does it matter whether its workflow is still in the code. Only the note changes: not the
+    status, not the log, and not `last_modified_at`, which says when the process last moved (the recovery
+    sweep's grace, a timer's "since", the list ordered by last change); the API's ETag takes the note in
+    instead. The returned process has `note_changed` (False when the note was already this text: nothing
+    was written). Refused (400, nothing written) when too long; (409) while a step holds the process longer
+    than LOCK_WAIT_SECONDS.
+    """
+    if not isinstance(note, str):
+        raise InvalidInput(f"cannot set the note of process {process_id}: a note is text",
+                           errors={"note": ["Must be text."]})
+    note = note.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if "\x00" in note:
+        raise InvalidInput(f"cannot set the note of process {process_id}: it holds a NUL character",
+                           errors={"note": ["Null characters are not allowed."]})
+    if len(note) > NOTE_MAX_LENGTH:
+        message = f"Ensure this note has at most {NOTE_MAX_LENGTH} characters (it has {len(note)})."
+        raise InvalidInput(f"cannot set the note of process {process_id}: {message}", errors={"note": [message]})
+    with transaction.atomic():
+        # The row lock keeps two notes (or a note and a step's write) from overwriting each other; the
+        # engine writes named columns only, never the note.
+        process = engine.lock_idle(process_id, "change the note of")
+        changed = process.note != note
+        if changed:
+            Process.objects.filter(pk=process.pk).update(note=note)
+            process.note = note
+    process.note_changed = changed  # type: ignore[attr-defined]
+    if changed:
+        logger.info("process %s: note %s by %s", process.process_id, "set" if note else "cleared", actor_name(by))
+    return process

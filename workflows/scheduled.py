@@ -88,13 +88,15 @@ def task_validate_subscriptions() -> StepList:
 def delete_old_tasks() -> State:
     """Completed tasks' processes (with their logs) older than TASK_RETENTION_DAYS (completed validations
     too, but each subscription's newest), in batches of CLEANUP_BATCH_SIZE; idempotency keys older
-    than IDEMPOTENCY_KEY_RETENTION_HOURS (at least IDEMPOTENCY_KEY_KEEP), and old ScheduledRun rows.
+    than IDEMPOTENCY_KEY_RETENTION_HOURS (at least IDEMPOTENCY_KEY_KEEP), old ScheduledRun rows, and
+    notifications sent or given up more than NOTIFY_RETENTION_DAYS ago.
 
     Other workflows' processes are kept: they are the audit record of their subscriptions' changes.
     """
     # Imported here, not at module level: processes imports workflows, and must be loaded first.
     from processes.idempotency import IDEMPOTENCY_KEY_KEEP
     from processes.models import IdempotencyKey, Process, ProcessStatus, ScheduledRun
+    from processes.notify_send import delete_old as delete_old_notifications
 
     now = timezone.now()
     task_days = float(orchestrator_setting("TASK_RETENTION_DAYS"))
@@ -123,13 +125,17 @@ def delete_old_tasks() -> State:
     # A schedule's period is at most a day: rows two days old can no longer stop a run twice.
     runs_cutoff = now - max(timedelta(days=task_days), timedelta(days=2))
     runs_deleted, _ = ScheduledRun.objects.filter(period_start__lt=runs_cutoff).delete()
+    # Notifications sent or given up more than NOTIFY_RETENTION_DAYS ago (never those still to send).
+    notifications_deleted = delete_old_notifications(now)
     logger.info("clean-up: deleted %d completed task(s), %d old validation(s), %d idempotency key(s), "
-                "%d scheduled run row(s)", tasks_deleted, validations_deleted, keys_deleted, runs_deleted)
+                "%d scheduled run row(s), %d notification(s)", tasks_deleted, validations_deleted, keys_deleted,
+                runs_deleted, notifications_deleted)
     return {
         "tasks_deleted": tasks_deleted,
         "validations_deleted": validations_deleted,
         "idempotency_keys_deleted": keys_deleted,
         "scheduled_runs_deleted": runs_deleted,
+        "notifications_deleted": notifications_deleted,
         "tasks_completed_before": task_cutoff.isoformat(),
         "idempotency_keys_created_before": key_cutoff.isoformat(),
     }

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from processes.models import Process, ProcessStatus, ProcessStep, StepStatus
+from processes.services import NOTE_MAX_LENGTH
 
 
 # --- requests ----------------------------------------------------------------------------------------
@@ -101,6 +102,12 @@ class DeliverCallbackSerializer(StrictSerializer):
                        help_text="Required: where the answer came from; kept in the process's log with your name.")
 
 
+class ProcessNoteSerializer(StrictSerializer):
+    # No length or blank rule here: the service owns them (as for the admin), and says the length it found.
+    note = TextField(allow_blank=True, trim_whitespace=False,
+                     help_text=f"Staff's note on the process; blank clears it. At most {NOTE_MAX_LENGTH} characters.")
+
+
 class EmptySerializer(StrictSerializer):
     """No fields: an empty body (or `{}`)."""
 
@@ -128,7 +135,7 @@ class ProcessListItemSerializer(serializers.ModelSerializer):
     class Meta:
         model = Process
         fields = ["id", "workflow", "status", "last_step", "failed_reason", "created_by", "started_at",
-                  "last_modified_at", "is_task", "subscriptions"]
+                  "last_modified_at", "is_task", "note", "subscriptions"]
         read_only_fields = fields
 
     @extend_schema_field(serializers.ListField(child=serializers.UUIDField()))

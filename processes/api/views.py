@@ -1,8 +1,7 @@
-"""The process API: start, list, show, resume, retry, skip, abort and delete processes, through processes.services."""
+"""The process API: start, list, show, note, resume, retry, skip, abort and delete processes, via processes.services."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -27,6 +26,7 @@ from processes.api.serializers import (
     EmptySerializer,
     ProcessDetailSerializer,
     ProcessListItemSerializer,
+    ProcessNoteSerializer,
     ProcessRefSerializer,
     ResumeProcessSerializer,
     SkipStepSerializer,
@@ -34,6 +34,7 @@ from processes.api.serializers import (
     StatusCountsSerializer,
 )
 from processes.api.step_views import annotate, steps_url
+from processes.live import process_etag
 from processes.models import Process, ProcessLease, ProcessStatus, ProcessSubscription
 from processes.status_counts import status_counts as count_statuses
 from processes.subscription_delta import subscription_delta
@@ -53,12 +54,6 @@ READ_ERRORS = error_responses(401, 404)
 ACTION_ERRORS = error_responses(400, 401, 403, 404, 409, 503)
 
 
-def _etag(last_modified_at: Any, process_status: str, staff: bool) -> str:
-    # Staff see tracebacks, others do not: two representations, two tags.
-    raw = f"{last_modified_at.isoformat()}|{process_status}|{int(staff)}"
-    return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
-
-
 @extend_schema(tags=["processes"])
 @extend_schema_view(
     list=extend_schema(summary="List processes", responses={200: ProcessListItemSerializer(many=True),
@@ -76,7 +71,8 @@ class ProcessViewSet(viewsets.GenericViewSet):
     lookup_url_kwarg = "id"  # the path reads /api/processes/{id}/, as the API contract says
 
     def get_permissions(self) -> list[permissions.BasePermission]:
-        if self.action in ("create", "resume", "retry", "skip", "abort", "destroy", "deliver_callback"):
+        if self.action in ("create", "resume", "retry", "skip", "abort", "destroy", "deliver_callback",
+                           "partial_update"):
             return [permissions.IsAuthenticated(), CanRunProcesses()]
         return [permissions.IsAuthenticated()]
 
@@ -86,7 +82,7 @@ class ProcessViewSet(viewsets.GenericViewSet):
         return (
             Process.objects.select_related("workflow")
             .prefetch_related(Prefetch("process_subscriptions", queryset=links))
-            .defer("traceback", "note")
+            .defer("traceback")
         )
 
     # --- reading -------------------------------------------------------------------------------------
@@ -113,12 +109,12 @@ class ProcessViewSet(viewsets.GenericViewSet):
         if wanted:
             # One query, no step rows: most polls of a process that did not move end here.
             try:
-                row = Process.objects.filter(pk=id).values_list("last_modified_at", "status").first()
+                row = Process.objects.filter(pk=id).values_list("last_modified_at", "status", "note").first()
             except (DjangoValidationError, ValueError):
                 row = None
             if row is None:
                 raise NotFound(f"process {id} does not exist")
-            tag = _etag(*row, staff)
+            tag = process_etag(*row, staff)
             if tag in parse_etags(wanted) or wanted.strip() == "*":
                 return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
         process = engine.get_process(id)
@@ -138,7 +134,8 @@ class ProcessViewSet(viewsets.GenericViewSet):
         process.run_record = ProcessLease.objects.filter(process=process).first()  # type: ignore[attr-defined]
         process.waiting_for = callbacks.waiting_for(process)  # type: ignore[attr-defined]
         data = ProcessDetailSerializer(process, context={"show_tracebacks": staff, "request": request}).data
-        return Response(data, headers={"ETag": _etag(process.last_modified_at, process.status, staff),
+        return Response(data, headers={"ETag": process_etag(process.last_modified_at, process.status, process.note,
+                                                            staff),
                                        "Cache-Control": "private, no-cache"})
 
     @staticmethod
@@ -277,6 +274,23 @@ class ProcessViewSet(viewsets.GenericViewSet):
         if getattr(process, "abort_pending", False):
             return Response(AbortPendingSerializer(process).data, status=status.HTTP_202_ACCEPTED)
         return Response(ProcessRefSerializer(process).data)
+
+    @extend_schema(
+        summary="Set or clear a process's note",
+        description=f"Only `note` may be given (any other field is a 400): staff's word on the process, up to "
+                    f"{services.NOTE_MAX_LENGTH} characters (longer is a 400); blank clears it. A process in any "
+                    "status, completed or aborted too, takes a note. Its status, log and `last_modified_at` stay as "
+                    "they are (the detail's ETag changes with the note). **409** while a step of the process runs "
+                    "for longer than a moment: try again.",
+        request=ProcessNoteSerializer,
+        responses={200: ProcessListItemSerializer, **ACTION_ERRORS},
+    )
+    def partial_update(self, request: Request, id: str) -> Response:
+        serializer = ProcessNoteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        process = services.set_note(id, serializer.validated_data["note"], by=request.user)
+        row = self.get_queryset().get(pk=process.pk)  # with its subscription links, as the list shows it
+        return Response(ProcessListItemSerializer(row).data)
 
     @extend_schema(
         summary="Delete a task's process and its log",

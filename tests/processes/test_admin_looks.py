@@ -125,7 +125,7 @@ def test_the_list_shows_when_relative_with_the_exact_time_on_hover_the_duration_
     assert len("Deploy config: " + shown.group(2)) <= 82 and shown.group(2).endswith("…")
     assert '<div class="failed-reason" title="aborted by bob: wrong node">aborted by bob: wrong node</div>' in \
         rows[aborted.pk]
-    for column in ("status_badge", "workflow_name", "subscription_links", "last_step_and_reason", "started",
+    for column in ("process_and_status", "workflow_name", "subscription_links", "last_step_and_reason", "started",
                    "duration"):
         assert re.search(rf'<th scope="col" class="[^"]*\bcolumn-{column}\b', html), column
 

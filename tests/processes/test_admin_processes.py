@@ -399,27 +399,6 @@ def test_skip_is_refused_for_a_suspended_process_and_while_the_engine_is_paused(
     assert snapshot(failed) == before
 
 
-# --- bulk retry ----------------------------------------------------------------------------------------
-@runs
-def test_bulk_retry_retries_those_that_allow_it_and_reports_the_others(runner, viewer):
-    flows.CONTROL["fail_times"] = 2
-    first, second = start_process("t_writes"), start_process("t_writes")
-    completed = start_process("t_writes")
-    assert (first.status, second.status, completed.status) == ("failed", "failed", "completed")
-    changelist = reverse("admin:processes_process_changelist")
-    selected = [str(p.pk) for p in (first, second, completed)]
-
-    assert "retry_selected" not in login(viewer).get(changelist).content.decode()
-    response = login(runner).post(changelist, {"action": "retry_selected", "_selected_action": selected},
-                                  follow=True)
-
-    [message] = messages_of(response)
-    assert message.startswith("Retried 2; refused 1: ")
-    assert f"{str(completed.pk)[:8]}…: cannot retry process {completed.pk}: it is completed" in message
-    assert set(Process.objects.values_list("status", flat=True)) == {"completed"}
-    assert ProcessStep.objects.filter(process=first, created_by="runner").exists()
-
-
 # --- the list ------------------------------------------------------------------------------------------
 @runs
 def test_list_shows_status_counts_and_filters_and_searches(runner, active_node):
