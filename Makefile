@@ -10,6 +10,10 @@ PY := .venv/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist), each with a test database of its own: the suite uses both cores of a 2-core
+# machine. A test file runs whole in one process (--dist loadfile): the tests of one file may share something
+# outside their database (the Celery tests' Redis database). TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: help setup run test lint check clean
 
@@ -44,7 +48,7 @@ run: setup
 
 test: setup
 	@$(PY) manage.py shell -v0 -c "from django.db import connection; print('==> tests on', connection.vendor, connection.settings_dict['NAME'])"
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure, not a pass" >&2; fi; \
 	exit $$rc
 

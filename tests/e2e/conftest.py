@@ -70,11 +70,17 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="package")
 def screenshot_dir() -> Path:
-    """artifacts/screenshots/, emptied of the last run's pictures so the numbers tell this run's order."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SCREENSHOTS.glob("*.png"):
+    """artifacts/screenshots/, emptied of the last run's pictures so the numbers tell this run's order.
+
+    With the suite spread over test processes (`make test`, pytest-xdist), each process has a folder of its own
+    in it (gw0/, gw1/...): their numbers do not collide, and none empties another's pictures.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    folder = SCREENSHOTS / worker if worker else SCREENSHOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
         old.unlink()
-    return SCREENSHOTS
+    return folder
 
 
 @pytest.fixture(scope="package")

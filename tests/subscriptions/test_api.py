@@ -256,7 +256,7 @@ def test_demo_node_product_lists_its_workflows(api, catalogue):
     assert [block["name"] for block in body["product_blocks"]] == ["NodeBlock"]
 
 
-@pytest.mark.parametrize("product_id", [str(uuid.uuid4()), "not-a-uuid", "42"])
+@pytest.mark.parametrize("product_id", [str(uuid.UUID(int=0x404)), "not-a-uuid", "42"])
 def test_unknown_or_malformed_product_is_404_json(api, product_id):
     ProductFactory()
     response = api.get(f"/api/products/{product_id}/")
@@ -555,7 +555,7 @@ def test_subscription_whose_values_do_not_fit_its_model_still_shows(api, catalog
     assert len(body["lifecycle_history"]) == 2
 
 
-@pytest.mark.parametrize("subscription_id", [str(uuid.uuid4()), "not-a-uuid", "abcdef12", "0"])
+@pytest.mark.parametrize("subscription_id", [str(uuid.UUID(int=0x404)), "not-a-uuid", "abcdef12", "0"])
 def test_unknown_or_malformed_subscription_is_404_json(api, subscription_id):
     SubscriptionFactory()
     response = api.get(f"/api/subscriptions/{subscription_id}/")
