@@ -68,7 +68,9 @@ def browser() -> Iterator[object]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
-@pytest.fixture(scope="package")
+# Session-scoped: with the suite spread over test processes, a process may run browser test files between other
+# packages' files, and a package-scoped fixture would be set up again each time, emptying the folder again.
+@pytest.fixture(scope="session")
 def screenshot_dir() -> Path:
     """artifacts/screenshots/, emptied of the last run's pictures so the numbers tell this run's order.
 
@@ -83,7 +85,7 @@ def screenshot_dir() -> Path:
     return folder
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def shot_numbers() -> Iterator[int]:
     """One numbering across all the browser tests, so the files sort in the order the pages were visited."""
     return itertools.count(1)

@@ -139,6 +139,8 @@ def test_a_completed_process_page_asks_the_server_nothing(page, shot, live_serve
     page.on("request", lambda request: requests.append(request.url))
 
     open_page(page, detail_url(live_server, process))
+    # What the page itself loads (its styles, scripts, the browser's favicon) may still be arriving.
+    page.wait_for_load_state("networkidle")
     loaded = len(requests)
     page.wait_for_timeout(3_500)
 
