@@ -190,6 +190,7 @@ if PRODUCTION:
 # root logger). LOG_FORMAT=json writes one JSON object per line; plain (the default) is for people. The
 # context filter adds the request id, and the process, workflow and step being run (orchestrator_site.logcontext).
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "").strip().upper() or "INFO"
+LOG_LEVEL = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(LOG_LEVEL, LOG_LEVEL)  # the standard library's aliases
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL={os.environ['LOG_LEVEL']!r} is not one of: DEBUG, INFO, WARNING, ERROR, "
                                f"CRITICAL")

@@ -70,6 +70,14 @@ def test_a_bad_log_format_or_level_is_refused_with_its_name(tmp_path):
     assert "LOG_LEVEL='loud' is not one of" in result.stderr
 
 
+def test_log_level_is_read_in_any_case_and_django_lines_below_it_are_not_written(tmp_path):
+    result = run(["manage.py", "shell", "-v0", "-c", SAY_ONCE_EACH.replace(".warning(", ".info(")], tmp_path,
+                 LOG_LEVEL="warn")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
 def test_json_logs_of_requests_to_the_development_server_carry_the_id_each_answer_echoed(tmp_path):
     sent = {"kept": "trace-42.Abc_x:1", "missing": None, "huge": "a" * 10_000, "spaced": "two words"}
     result = run(["-m", "tests.site.log_server", json.dumps(sent)], tmp_path, LOG_FORMAT="json")
