@@ -9,8 +9,9 @@ is safe (every piece of a tick is done once) but wasteful.
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
 
@@ -18,6 +19,20 @@ app = Celery("orchestrator_site")
 # Every Celery setting lives in Django's settings as CELERY_<NAME> (see settings.py, "Celery").
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.setup_logging.connect
+def use_django_logging(loglevel: int | str | None = None, **kwargs: Any) -> None:
+    """Workers log as the web processes do (settings.LOGGING: LOG_FORMAT, the process and step on each line)
+    instead of through the handlers Celery would put on the root logger; at the worker's --loglevel."""
+    import logging
+
+    from django.conf import settings
+    from django.utils.log import configure_logging
+
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
 
 
 def beat_schedule() -> dict[str, dict[str, object]]:

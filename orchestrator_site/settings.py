@@ -78,6 +78,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response, even a redirect or a refusal by the middleware below, carries X-Request-ID, and
+    # every line logged while handling the request carries its id.
+    "orchestrator_site.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "orchestrator_site.middleware.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -183,12 +186,40 @@ if PRODUCTION:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Logging -------------------------------------------------------------------------------------
+# One handler, on stderr, that every logger's lines reach: ours, Django's and third parties' (through the
+# root logger). LOG_FORMAT=json writes one JSON object per line; plain (the default) is for people. The
+# context filter adds the request id, and the process, workflow and step being run (orchestrator_site.logcontext).
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "").strip().upper() or "INFO"
+LOG_LEVEL = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(LOG_LEVEL, LOG_LEVEL)  # the standard library's aliases
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL={os.environ['LOG_LEVEL']!r} is not one of: DEBUG, INFO, WARNING, ERROR, "
+                               f"CRITICAL")
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or "plain"
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={os.environ['LOG_FORMAT']!r} is not one of: plain, json")
+_django_log_level = "INFO" if LOG_LEVEL == "DEBUG" else LOG_LEVEL
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "filters": {"context": {"()": "orchestrator_site.logcontext.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "orchestrator_site.logformat.PlainFormatter"},
+        "json": {"()": "orchestrator_site.logformat.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # Django applies its DEFAULT_LOGGING before this: the "django" logger gets a console handler of its own
+    # (when DEBUG is on) and still propagates to the root, which printed each of its lines twice; and
+    # "django.server" writes through a handler and format of its own. Both lose their handlers here and
+    # reach ours through the root (so the request lines of `runserver` are JSON too, with their request id).
+    # Their level is LOG_LEVEL but never below INFO: Django's DEBUG lines are every SQL query (with DEBUG on).
+    # Django's mail_admins handler goes too: ADMINS is not set; failures are notified by the orchestrator.
+    "loggers": {
+        "django": {"handlers": [], "level": _django_log_level, "propagate": True},
+        "django.server": {"handlers": [], "level": _django_log_level, "propagate": True},
+    },
 }
 
 # --- Email (the notifications of failures: ORCHESTRATOR["NOTIFY_EMAILS"]) --------------------------

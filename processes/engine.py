@@ -33,6 +33,7 @@ from typing import Any
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from orchestrator_site import logcontext
 from orchestrator_site.conf import orchestrator_setting
 from processes import leases, statelog, steplog, waits
 from processes.dberrors import connection_lost, drop_connection
@@ -85,7 +86,18 @@ def run_process(process_id: uuid.UUID | str, *, owner: str | None = None) -> Non
     which passes `owner=leases.local_owner()`), renewed with its steps, let go when the run stops. A
     process that another live run holds is not run twice: this call returns at once (a duplicated or
     redelivered message). A run whose lease another run took over stops at its next step boundary.
+
+    Every line logged during the run carries the process id, and while a step runs, its workflow and step
+    (orchestrator_site.logcontext), in whichever executor or thread the run happens.
     """
+    context = logcontext.bind_process(process_id)
+    try:
+        _run_process(process_id, owner)
+    finally:
+        logcontext.reset_process(context)
+
+
+def _run_process(process_id: uuid.UUID | str, owner: str | None) -> None:
     lease = leases.new_lease(owner)
     # A state remembered at creation is only a hint: the first step uses it only if the process is
     # still at that position under its lock, and reads the log otherwise.
@@ -163,6 +175,7 @@ def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, sin
                   position: int, lease: leases.Lease) -> _Outcome:
     started = timezone.now()
     label = f"step {position + 1}" if position >= 0 else "its next step"
+    step_context = None
     try:
         with transaction.atomic():
             # Lock first, then run the step: a second runner of the same process waits here and
@@ -189,6 +202,9 @@ def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, sin
             if at >= len(spec.steps):
                 raise StepError(f"process is past the last step of {spec.name} (step {at + 1})")
             step = spec.steps[at]
+            # Reset in `finally` below: the lines of the step, and of its failure being recorded, carry it;
+            # those after it do not (the next step sets its own).
+            step_context = logcontext.bind_step(locked.workflow_name, step.name)
             expected = locked.workflow_version[at] if at < len(locked.workflow_version) else None
             if expected != step.name:
                 raise StepError(
@@ -205,6 +221,9 @@ def _run_one_step(process_id: uuid.UUID | str, state: dict[str, Any] | None, sin
             raise ConnectionLost(label, exc) from exc
         record_failure(process_id, exc, started, state)
         return _Outcome(False)
+    finally:
+        if step_context is not None:
+            logcontext.reset_step(step_context)
 
 
 def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: statelog.Since, started: Any,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
+import logging.config
 import os
 
 import pytest
@@ -71,3 +75,36 @@ def pytest_report_header(config: pytest.Config) -> str:
 
     db = settings.DATABASES["default"]
     return f"database: {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}"
+
+
+class JsonLogCapture(logging.Handler):
+    """A handler as settings.LOGGING makes the console's (its context filter, its JSON formatter), keeping the
+    lines it formats, parsed, each with the name of the thread that logged it (`thread`)."""
+
+    def __init__(self) -> None:
+        from django.conf import settings
+
+        super().__init__()
+        config = logging.config.DictConfigurator(copy.deepcopy(settings.LOGGING))
+        self.addFilter(config.configure_filter(config.config["filters"]["context"]))
+        self.setFormatter(config.configure_formatter(config.config["formatters"]["json"]))
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append({**json.loads(self.format(record)), "thread": record.threadName})
+
+    def about(self, text: str) -> list[dict]:
+        """The lines whose message contains `text`."""
+        return [line for line in self.lines if text in line["message"]]
+
+
+@pytest.fixture
+def json_log():
+    """Every line logged during the test (any logger reaching the root), as the JSON format writes it."""
+    handler = JsonLogCapture()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.db import connection
 
+from orchestrator_site import logcontext
 from orchestrator_site.conf import orchestrator_setting
 from processes.dberrors import keep_healthy_connection
 from processes.engine import run_process
@@ -67,7 +68,18 @@ def _keeps_connections() -> bool:
     return connection.settings_dict.get("CONN_MAX_AGE") != 0
 
 
-def _run(process_id: uuid.UUID | str) -> None:
+def _run(process_id: uuid.UUID | str, request_id: str | None = None) -> None:
+    # The run's lines carry the id of the request that handed it over. Only that id is passed: a pool thread
+    # starts from an empty context, and copying the request's whole context would bring along what Django
+    # keeps per request in contextvars (its URLconf, its cache connections) into a thread that outlives it.
+    context = logcontext.bind_request_id(request_id)
+    try:
+        _run_here(process_id)
+    finally:
+        logcontext.reset_request_id(context)
+
+
+def _run_here(process_id: uuid.UUID | str) -> None:
     # Each pool thread has its own database connection. It is kept from one job to the next, checked before
     # use (opening one costs more than a short process's steps). Once the queue is empty it is kept as a
     # web request thread keeps its own (CONN_MAX_AGE: replaced when older at the next job; with 0, closed
@@ -96,4 +108,4 @@ def _queue_empty() -> bool:
 
 class ThreadpoolExecutor:
     def submit(self, process_id: uuid.UUID) -> Future[None]:
-        return get_pool().submit(_run, process_id)
+        return get_pool().submit(_run, process_id, logcontext.request_id())

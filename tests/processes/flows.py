@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -18,7 +19,7 @@ from workflows.registry import modify_workflow, task, terminate_workflow, workfl
 
 # What the failing steps do, set by the tests: how many more times to fail.
 CONTROL: dict[str, int] = {"fail_times": 0, "retry_fail_times": 0, "kill_times": 0, "moon_full": 0,
-                           "fail_at_run": 0, "pause_at_run": 0, "abort_at_run": 0}
+                           "fail_at_run": 0, "pause_at_run": 0, "abort_at_run": 0, "log_fail_times": 0}
 
 
 def effect(name: str) -> None:
@@ -429,3 +430,27 @@ def note_backend() -> State:
 @workflow("Engine test: notes the database connection it runs on")
 def t_backend() -> StepList:
     return begin >> note_backend
+
+
+# A step function logging through a logger of its own, as a workflow's steps do.
+step_logger = logging.getLogger("tests.workflow_steps")
+
+
+@step("Log a line")
+def log_a_line(process_id: str) -> State:
+    step_logger.info("step one of %s says hello", process_id)
+    return {}
+
+
+@step("Log then maybe fail")
+def log_then_fail(process_id: str) -> State:
+    step_logger.info("step two of %s is about to decide", process_id)
+    if CONTROL["log_fail_times"] > 0:
+        CONTROL["log_fail_times"] -= 1
+        raise RuntimeError("the step gave up")
+    return {}
+
+
+@workflow("Engine test: its steps log")
+def t_logs() -> StepList:
+    return begin >> log_a_line >> log_then_fail
