@@ -108,12 +108,24 @@ def _running(pgdata: Path) -> bool:
     return info is not None and info.is_running()
 
 
-def _log_tail(pgdata: Path) -> str:
+def _log_size(pgdata: Path) -> int:
+    try:
+        return (pgdata / "log").stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_tail(pgdata: Path, since: int = 0) -> str:
+    """The last lines the server logged since byte `since` (this attempt: the log is appended to)."""
     log = pgdata / "log"
     try:
-        lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        with log.open("rb") as file:
+            file.seek(since)
+            lines = file.read().decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
     except OSError:
         return f"(no server log at {shown(log)})"
+    if not lines:
+        return f"(nothing new in its log, {shown(log)})"
     return f"the end of its log ({shown(log)}):\n" + "\n".join(f"    {line}" for line in lines)
 
 
@@ -129,23 +141,24 @@ def start_server(pgdata: Path = PGDATA) -> Any:
     else:
         first = " (first run: creating the data directory)" if fresh else ""
         say(f"starting the embedded PostgreSQL {server_version()} in {shown(pgdata)}{first} ...")
+    log_size = _log_size(pgdata)
     started = time.monotonic()
     try:
         server = package.get_server(pgdata, cleanup_mode="stop")
     except subprocess.TimeoutExpired:
         raise EmbeddedDatabaseError(
-            f"the embedded PostgreSQL in {shown(pgdata)} did not start in time; {_log_tail(pgdata)}"
+            f"the embedded PostgreSQL in {shown(pgdata)} did not start in time; {_log_tail(pgdata, log_size)}"
         ) from None
     except subprocess.CalledProcessError as exc:
         what = Path(str(exc.cmd[0])).name if exc.cmd else "a PostgreSQL command"
         raise EmbeddedDatabaseError(
             f"the embedded PostgreSQL in {shown(pgdata)} did not start ({what} exited with {exc.returncode}); "
-            f"{_log_tail(pgdata)}\nIf the data directory is damaged and holds nothing you need, remove it "
+            f"{_log_tail(pgdata, log_size)}\nIf the data directory is damaged and holds nothing you need, remove it "
             f"(rm -rf {shown(pgdata)}) and run again; or set DATABASE_URL to another database."
         ) from None
     except (OSError, RuntimeError, AssertionError) as exc:
         raise EmbeddedDatabaseError(
-            f"the embedded PostgreSQL in {shown(pgdata)} could not be started: {exc!r}; {_log_tail(pgdata)}"
+            f"the embedded PostgreSQL in {shown(pgdata)} could not be started: {exc!r}; {_log_tail(pgdata, log_size)}"
         ) from None
     say(f"ready in {time.monotonic() - started:.1f} s")
     return server
