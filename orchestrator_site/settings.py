@@ -80,6 +80,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "orchestrator_site.middleware.BodySizeLimitMiddleware",
+    # SQLite only: a request waits briefly for the one write lock, then answers 503 (orchestrator_site.dbbusy).
+    "orchestrator_site.middleware.SQLiteBusyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
