@@ -18,8 +18,10 @@ TEST_WORKERS ?= 2
 .PHONY: help setup run test lint check clean
 
 help:
-	@echo "make run    set everything up and start the app on http://$(HOST):$(PORT)/ (SQLite, demo data)"
-	@echo "make test   set everything up and run the whole test suite (DATABASE_URL when set, else SQLite)"
+	@echo "make run    set everything up and start the app on http://$(HOST):$(PORT)/ with demo data, on DATABASE_URL"
+	@echo "            when set, else on an embedded PostgreSQL in var/postgres/ (started with it, stopped after it)"
+	@echo "make test   set everything up and run the whole test suite, on DATABASE_URL when set, else on the"
+	@echo "            embedded PostgreSQL (DATABASE_URL=sqlite:///var/x.sqlite3 for SQLite: PostgreSQL-only tests skip)"
 	@echo "make lint   ruff check"
 	@echo "make check  Django's system checks and the migrations check"
 
@@ -33,22 +35,30 @@ setup: $(UV)
 	@echo "==> installing the locked dependencies into .venv/"
 	UV_PYTHON_PREFERENCE=system $(UV) sync --locked --quiet
 
+# Runs the command after it on DATABASE_URL when that is set; otherwise on the embedded PostgreSQL in
+# var/postgres/ (the `embedded` dependency group): started, or joined when already running, for the command,
+# with DATABASE_URL set for it and its children (test workers, the Celery workers tests start), and stopped
+# when the command ends and no other command uses it (orchestrator_site/embedded_db.py).
+WITH_DB := $(PY) -m orchestrator_site.embedded_db run --
+
 # The demo's stand-in provisioning system (workflows/node/provisioning.py) answers create_node's callback
 # step from a thread of the server, on the address the server listens on (127.0.0.1 when that is 0.0.0.0,
 # which is no address to call and no allowed host).
 CALLBACK_HOST = $(if $(filter 0.0.0.0,$(HOST)),127.0.0.1,$(HOST))
 
+# One shell under one server: migrate, the demo, the login, then the web server in the shell's place (exec),
+# so a Ctrl-C or a `kill` of the runner reaches it directly.
 run: setup
-	$(PY) manage.py migrate --no-input
-	$(PY) manage.py load_demo
-	$(PY) manage.py demo_login
+	$(WITH_DB) sh -c '\
+	$(PY) manage.py migrate --no-input && \
+	$(PY) manage.py load_demo && \
+	$(PY) manage.py demo_login && \
 	ORCHESTRATOR_EXECUTOR=threadpool ORCHESTRATOR_EMBEDDED_SCHEDULER=true \
 	ORCHESTRATOR_NODE_PROVISIONING=http ORCHESTRATOR_CALLBACK_BASE_URL=http://$(CALLBACK_HOST):$(PORT) \
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	exec $(PY) manage.py runserver $(HOST):$(PORT)'
 
 test: setup
-	@$(PY) manage.py shell -v0 -c "from django.db import connection; print('==> tests on', connection.vendor, connection.settings_dict['NAME'])"
-	@$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; \
+	@$(WITH_DB) $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure, not a pass" >&2; fi; \
 	exit $$rc
 

@@ -7,6 +7,7 @@ an HTML page; elsewhere (the admin) Django's own pages.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -19,6 +20,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from orchestrator_site.dbbusy import BUSY_DETAIL, RETRY_AFTER_SECONDS, busy_json_response, busy_page, is_database_locked
 from orchestrator_site.errors import OrchestratorError
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """Every error as `{"detail": "...", "errors": {field: [...]}}` with its status code; never a 500 for bad input."""
     if isinstance(exc, OrchestratorError):
         return Response({**error_body(exc.detail, exc.errors), **exc.body}, status=exc.status_code)
+    if is_database_locked(exc):  # SQLite, one writer at a time: busy, not broken (orchestrator_site.dbbusy)
+        logger.warning("%s: the SQLite database is locked by another write; answered 503", context.get("view"))
+        return Response(error_body(BUSY_DETAIL), status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body("the request body is too large"), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, exceptions.ValidationError):
@@ -113,7 +119,12 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
-    """An unexpected error, already logged with its traceback by Django: a client gets no internals."""
+    """An unexpected error, already logged with its traceback by Django: a client gets no internals.
+
+    SQLite's lock met outside a view (a session saved after it) ends here too: a 503, like in a view.
+    """
+    if is_database_locked(sys.exc_info()[1]):
+        return busy_json_response() if is_api_request(request) else busy_page()
     if is_api_request(request):
         return JsonResponse(
             error_body("internal error: the server could not answer this request; the error has been logged"),

@@ -98,6 +98,11 @@ DEFAULTS: dict[str, Any] = {
     "STEPS_PAGE_SIZE": 50,
     # The largest request body the API accepts, in bytes; a larger one is answered 413.
     "API_MAX_BODY_BYTES": 1024 * 1024,
+    # SQLite only (one writer at a time): how long a web request waits for the database's write lock, held
+    # by another write such as a running step, before it answers 503 with Retry-After. Shorter than the
+    # 20 s the engine's own threads wait: a person or client is better told at once that the database is
+    # busy than kept waiting for a failure. PostgreSQL locks rows and ignores this.
+    "SQLITE_REQUEST_LOCK_WAIT_SECONDS": 5.0,
     # Live admin pages check for changes by themselves, without a reload (processes/live.py): a process page
     # (and the process list) showing a process that moves on by itself (running) every LIVE_POLL_SECONDS, one
     # that waits for the sweep or a callback (waiting, awaiting callback) every LIVE_POLL_WAITING_SECONDS,

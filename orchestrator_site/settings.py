@@ -8,8 +8,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("ORCHESTRATOR_VAR_DIR", BASE_DIR / "var"))
+from orchestrator_site.database_url import without_password
+from orchestrator_site.paths import BASE_DIR, VAR_DIR
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -83,6 +83,8 @@ MIDDLEWARE = [
     "orchestrator_site.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "orchestrator_site.middleware.BodySizeLimitMiddleware",
+    # SQLite only: a request waits briefly for the one write lock, then answers 503 (orchestrator_site.dbbusy).
+    "orchestrator_site.middleware.SQLiteBusyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -111,10 +113,13 @@ TEMPLATES = [
 ]
 
 # --- Database ------------------------------------------------------------------------------------
-# DATABASE_URL picks the database (postgres://user@host:5432/name in production and CI); without it
-# the embedded default is an SQLite file under var/.
+# DATABASE_URL picks the database (postgres://user@host:5432/name in production and CI). `make run` and
+# `make test` set it to their embedded PostgreSQL (orchestrator_site/embedded_db.py) when it is unset; a
+# bare manage.py without it falls back to an SQLite file under var/ (one writer at a time: README,
+# "Configuration").
 DEFAULT_SQLITE_URL = f"sqlite:///{VAR_DIR / 'orchestrator.sqlite3'}"
-DATABASE_URL = os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL
+# Not a setting (lower case): Django's debug pages list the settings, and this may hold a password.
+_database_url = os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL
 # A thread serving requests keeps its database connection this many seconds, checked (CONN_HEALTH_CHECKS)
 # when a request first uses it, instead of opening one per request: a new PostgreSQL connection costs more
 # than the queries of most API requests. 0 closes it after every request. Threads that run processes
@@ -128,15 +133,21 @@ except ValueError as exc:
         f"CONN_MAX_AGE={os.environ.get('CONN_MAX_AGE')!r} is not a whole number of seconds (0 or more)"
     ) from exc
 try:
-    _default_db = dj_database_url.parse(DATABASE_URL, conn_max_age=_conn_max_age, conn_health_checks=True)
+    _default_db = dj_database_url.parse(_database_url, conn_max_age=_conn_max_age, conn_health_checks=True)
 except ValueError as exc:  # an unknown scheme or a malformed URL: say which setting is at fault
-    raise ImproperlyConfigured(f"DATABASE_URL={DATABASE_URL!r} cannot be used: {exc}") from exc
+    # Shown in logs and on terminals: the URL without its password, the rest as given so the fault shows.
+    # `from None`: the parser's own error may quote a part of the URL (a password taken for a port).
+    reason = str(exc) or "it is not a valid URL (scheme://user:password@host:port/name)"
+    raise ImproperlyConfigured(f"DATABASE_URL={without_password(_database_url)!r} cannot be used: {reason}") from None
 
 if _default_db["ENGINE"] == "django.db.backends.sqlite3":
     if _default_db["NAME"] and _default_db["NAME"] != ":memory:":
         Path(_default_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # Threads writing to one SQLite file need WAL and immediate transactions, or writers see
-    # "database is locked" instead of waiting their turn.
+    # "database is locked" instead of waiting their turn. A transaction takes the file's only write
+    # lock when it begins, so a step holds it for as long as it runs: other writers wait up to `timeout`
+    # seconds, then fail. The engine's threads wait this long (a step failing over a lock is worse than
+    # a slow one); a web request waits less and answers 503 (orchestrator_site.middleware).
     _default_db["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
@@ -144,13 +155,19 @@ if _default_db["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     if _default_db["ENGINE"] == "django.db.backends.postgresql":
+        # A Unix socket given libpq's way, postgres://user@/name?host=/socket/dir (how `make run` reaches
+        # its embedded server), is the connection's HOST: code that reads HOST sees the socket.
+        _options = _default_db.setdefault("OPTIONS", {})
+        if not _default_db["HOST"] and "host" in _options:
+            _default_db["HOST"] = str(_options.pop("host"))
+            if not _default_db["PORT"] and "port" in _options:
+                _default_db["PORT"] = str(_options.pop("port"))
         # Server-side binding lets PostgreSQL prepare the statements every step repeats (the engine's
         # lock and log), which the engine benchmark shows is a large part of its per-step cost. Behind
         # PgBouncer in transaction mode, use PgBouncer >= 1.21 with max_prepared_statements, or turn it
         # off with ?server_side_binding=false in DATABASE_URL.
-        _default_db.setdefault("OPTIONS", {})
-        _default_db["OPTIONS"].setdefault("server_side_binding", True)
-        _default_db["OPTIONS"].setdefault("prepare_threshold", 5)
+        _options.setdefault("server_side_binding", True)
+        _options.setdefault("prepare_threshold", 5)
 DATABASES = {"default": _default_db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,4 +1,8 @@
-"""Suite-wide fixtures and the PostgreSQL-only marker (skipped on SQLite, but never silently in CI)."""
+"""Suite-wide fixtures and the PostgreSQL-only marker (skipped on SQLite, but never silently in CI).
+
+`make test` runs on PostgreSQL (DATABASE_URL, else an embedded server); only a DATABASE_URL chosen to be
+SQLite skips these tests, and CI's SQLite run deselects them (-m "not requires_postgres") instead.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     reason = (
         f"{item.nodeid} needs PostgreSQL (row locks and real concurrency), but the database is "
-        f"{connection.vendor}; set DATABASE_URL=postgres://postgres@127.0.0.1:5432/orchestrator"
+        f"{connection.vendor}; run `make test` without DATABASE_URL (an embedded PostgreSQL) or with "
+        f"DATABASE_URL=postgres://..., or leave these out on SQLite: -m 'not requires_postgres'"
     )
     if os.environ.get("CI", "").lower() == "true":
         # In CI a skipped PostgreSQL test would hide an untested guarantee: fail instead.

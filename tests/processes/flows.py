@@ -204,6 +204,24 @@ def t_rename_node() -> StepList:
     return begin >> hold >> rename_node
 
 
+# A step the test holds open for as long as it likes (in this OS process): it says it is inside, then waits.
+HELD = {"inside": threading.Event(), "release": threading.Event()}
+
+
+@step("Held open by the test")
+def held_open(process_id: str) -> State:
+    effect(f"held-{process_id}")
+    HELD["inside"].set()
+    if not HELD["release"].wait(timeout=120):  # a test that forgot to release must not hang the suite
+        raise RuntimeError("the test never released the step")
+    return {"released": True}
+
+
+@workflow("Engine test: a step held open until the test releases it")
+def t_held() -> StepList:
+    return begin >> held_open >> write_c
+
+
 @step("Note the thread")
 def note_thread(process_id: str) -> State:
     effect(f"thread-{process_id}")

@@ -78,7 +78,7 @@ def test_the_process_page_shows_exact_times_with_the_zone_and_how_long_ago(staff
     assert re.search(rf'<td class="step-started"><time datetime="[^"]+" title="([^"]+ ago|just now)">'
                      rf'{humanize.exact_time(step.started_at)}</time></td>', html)
     durations = re.findall(r'<td class="step-duration">([^<]*)</td>', html)
-    assert durations and all(re.fullmatch(r"(< 1|\d+) ms|\d+(\.\d)? s", text) for text in durations), durations
+    assert durations and all(re.fullmatch(r"(&lt; 1|\d+) ms|\d+(\.\d)? s", text) for text in durations), durations
 
 
 @runs

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from orchestrator_site.database_url import postgres_url
 from processes.engine import current_state
 from processes.errors import AlreadyRunning, ProcessBusy
 from processes.models import Process, ProcessStep
@@ -45,9 +46,8 @@ def kill_when_inside(worker: subprocess.Popen, marker: Path, what: str, timeout:
 
 
 def database_url() -> str:
-    s = connection.settings_dict
-    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    return f"postgres://{s['USER']}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    """This test database's URL for a worker subprocess (over TCP, or a Unix socket: the embedded server)."""
+    return postgres_url(connection.settings_dict)
 
 
 @pytest.mark.requires_postgres

@@ -29,6 +29,7 @@ import pytest
 from django.db import DataError, connection
 from django.utils import timezone
 
+from orchestrator_site.database_url import postgres_url
 from processes import engine, leases, records, steplog
 from processes.engine_settings import engine_status
 from processes.executors.inline import InlineExecutor
@@ -216,7 +217,8 @@ def test_a_database_that_refuses_connections_for_a_while_is_waited_out_and_the_p
     settings.ORCHESTRATOR = {"DB_RECONNECT_TRIES": 8, "DB_RECONNECT_BACKOFF_SECONDS": 0.2,
                              "DB_RECONNECT_BACKOFF_MAX_SECONDS": 1.0}
     name = connection.settings_dict["NAME"]
-    admin_url = database_url().rsplit("/", 1)[0].replace("postgres://", "postgresql://") + "/postgres"
+    # The server's maintenance database, however the test database is reached (TCP or a Unix socket).
+    admin_url = postgres_url({**connection.settings_dict, "NAME": "postgres", "OPTIONS": {}})
     refused_for = 1.5
 
     def outage() -> None:

@@ -92,3 +92,24 @@ def test_requests_keep_their_database_connection_for_conn_max_age_seconds_checke
     refused = manage("check", CONN_MAX_AGE="forever")
     assert refused.returncode != 0
     assert "CONN_MAX_AGE='forever' is not a whole number of seconds" in refused.stderr
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("mysqlx://bob:s3cr3t-pw@db.example.org:3306/orch", "DATABASE_URL='mysqlx://bob:***@db.example.org:3306/orch'"),
+    ("postgres://bob:s3cr3t-pw@db:port/orch", "DATABASE_URL='postgres://bob:***@db:port/orch'"),
+    ("postgres://bob:s3cr3t-pw/orch", "DATABASE_URL='postgres://bob:***/orch'"),  # the host forgotten
+], ids=["unknown-scheme", "malformed", "no-host"])
+def test_a_database_url_that_cannot_be_used_is_shown_without_its_password(url, shown):
+    result = manage("check", DATABASE_URL=url)
+
+    assert result.returncode != 0
+    assert "s3cr3t-pw" not in result.stdout + result.stderr
+    assert f"{shown} cannot be used" in result.stderr
+
+
+def test_a_unix_socket_given_as_host_in_the_query_is_the_connection_host():
+    show = "from django.conf import settings; d = settings.DATABASES['default']; print(d['HOST'], d['NAME'])"
+    result = manage("shell", "-v0", "-c", show, DATABASE_URL="postgres://postgres@/orch?host=/Work/Var%20Dir/postgres")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["/Work/Var Dir/postgres orch"]

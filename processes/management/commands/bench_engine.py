@@ -20,7 +20,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
@@ -28,6 +27,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from orchestrator_site.conf import orchestrator_setting
+from orchestrator_site.database_url import postgres_url
 from processes.bench_baseline import BaselineDB, baseline_connection, baseline_process
 from processes.bench_workflow import PAYLOAD_ENV, STEPS_ENV, declare_bench_workflow
 from processes.engine import engine_paused
@@ -379,12 +379,7 @@ def _worker_database_url() -> str:
     """DATABASE_URL for the Celery workers: this command's database (the test database under pytest)."""
     s = connection.settings_dict
     if connection.vendor == "postgresql":
-        auth = quote(s["USER"] or "", safe="")
-        if s.get("PASSWORD"):
-            auth += ":" + quote(s["PASSWORD"], safe="")
-        query = "?server_side_binding=false" if (s.get("OPTIONS") or {}).get("server_side_binding") is False else ""
-        return (f"postgres://{auth + '@' if auth else ''}{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/"
-                f"{quote(s['NAME'], safe='')}{query}")
+        return postgres_url(s)
     name = str(s["NAME"])
     if name == ":memory:" or name.startswith("file:") or "mode=memory" in name:
         raise CommandError("--executor celery needs a database its worker processes can open: PostgreSQL "
