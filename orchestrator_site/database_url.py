@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -55,3 +57,22 @@ def without_password(url: str) -> str:
     if not colon:
         return url
     return f"{scheme}{sep}{user}:***{rest[at:]}"
+
+
+def running_embedded_url(pgdata: Path, name: str) -> str | None:
+    """The URL of database `name` on the embedded PostgreSQL of `pgdata` if that server is running now, else None.
+
+    So that a bare `manage.py createsuperuser` in a second terminal, while `make run` runs, reaches the
+    database `make run` shows instead of an empty SQLite file. Read from the server's postmaster.pid
+    (line 1 its pid, line 4 its port, line 5 its socket directory) and checked: the process is alive and
+    its socket exists. Anything else (no server, a stale file from a crash) gives None.
+    """
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        pid, port, socket_dir = int(lines[0]), lines[3].strip(), lines[4].strip()
+        os.kill(pid, 0)  # raises when no such process
+    except (OSError, ValueError, IndexError):
+        return None
+    if not socket_dir or not Path(socket_dir, f".s.PGSQL.{port}").exists():
+        return None
+    return postgres_url({"USER": "postgres", "HOST": socket_dir, "PORT": port, "NAME": name})

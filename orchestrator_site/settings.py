@@ -8,7 +8,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from orchestrator_site.database_url import without_password
+from orchestrator_site.database_url import running_embedded_url, without_password
 from orchestrator_site.paths import BASE_DIR, VAR_DIR
 
 
@@ -119,7 +119,10 @@ TEMPLATES = [
 # "Configuration").
 DEFAULT_SQLITE_URL = f"sqlite:///{VAR_DIR / 'orchestrator.sqlite3'}"
 # Not a setting (lower case): Django's debug pages list the settings, and this may hold a password.
-_database_url = os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL
+# Without DATABASE_URL, a command joins the embedded PostgreSQL while it runs (started by `make run`), so that
+# `manage.py createsuperuser` beside it reaches the same data; else SQLite.
+_database_url = (os.environ.get("DATABASE_URL") or running_embedded_url(VAR_DIR / "postgres", "orchestrator")
+                 or DEFAULT_SQLITE_URL)
 # A thread serving requests keeps its database connection this many seconds, checked (CONN_HEALTH_CHECKS)
 # when a request first uses it, instead of opening one per request: a new PostgreSQL connection costs more
 # than the queries of most API requests. 0 closes it after every request. Threads that run processes

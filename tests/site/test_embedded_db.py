@@ -81,3 +81,31 @@ def test_a_server_that_does_not_start_is_reported_with_the_end_of_its_log(tmp_pa
     assert "did not start (pg_ctl exited with 1)" in result.stderr
     assert 'postgresql.conf" contains errors' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bare_manage_py_beside_a_running_embedded_server_uses_it_and_sqlite_once_it_stopped(tmp_path):
+    # `make run` in one terminal, `manage.py createsuperuser` in another: the second must reach the data the
+    # first shows, not an empty SQLite file. Here the runner holds the server while a file is absent.
+    release = tmp_path / "release"
+    code = f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.1)"
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "ORCHESTRATOR_VAR_DIR"}}
+    env = {**clean, "ORCHESTRATOR_VAR_DIR": str(tmp_path)}
+    holder = subprocess.Popen([sys.executable, "-m", "orchestrator_site.embedded_db", "run", "--", sys.executable,
+                               "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in holder.stderr:
+            if "==> database:" in line:
+                break
+        beside = subprocess.run([sys.executable, "manage.py", "shell", "-v0", "-c", SHOW_DATABASE], cwd=ROOT,
+                                env=env, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        release.touch()
+        holder.communicate(timeout=60)
+
+    assert beside.returncode == 0, beside.stderr
+    assert beside.stdout.split() == ["postgresql", "orchestrator", str(tmp_path / "postgres"), "18"]
+
+    after = subprocess.run([sys.executable, "manage.py", "shell", "-v0", "-c",
+                            "from django.db import connection as c; print(c.vendor)"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert after.stdout.strip() == "sqlite"
