@@ -181,12 +181,12 @@ if PRODUCTION:
     # silent 404 (`make serve` collects before it starts).
     _staticfiles_backend = "whitenoise.storage.CompressedManifestStaticFilesStorage"
 else:
-    # Development and the test suite need no collectstatic: plain names, and WhiteNoise finds each file in its
-    # app (WHITENOISE_USE_FINDERS), re-reading them on every request while DEBUG is on (its autorefresh).
+    # Development and the test suite need no collectstatic: plain names, and WhiteNoise looks each file up in
+    # its app (USE_FINDERS) when it is asked for (AUTOREFRESH), so an edited file is served as it is now and
+    # starting the middleware scans nothing (the test client starts it again for every test).
     _staticfiles_backend = "django.contrib.staticfiles.storage.StaticFilesStorage"
     WHITENOISE_USE_FINDERS = True
-    # WhiteNoise also serves STATIC_ROOT and warns on every start when it does not exist yet.
-    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+    WHITENOISE_AUTOREFRESH = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": _staticfiles_backend},
