@@ -72,6 +72,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    # Swagger UI's scripts and styles as our own static files: /api/docs/ works with no outside network.
+    "drf_spectacular_sidecar",
     "subscriptions",
     "workflows",
     "processes",
@@ -82,6 +84,9 @@ MIDDLEWARE = [
     # every line logged while handling the request carries its id.
     "orchestrator_site.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (STATIC_ROOT, and the apps' own in development) answered here, before sessions or the
+    # database: right after SecurityMiddleware, so the HTTPS redirect and HSTS still apply to them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "orchestrator_site.middleware.BodySizeLimitMiddleware",
     # SQLite only: a request waits briefly for the one write lock, then answers 503 (orchestrator_site.dbbusy).
     "orchestrator_site.middleware.SQLiteBusyMiddleware",
@@ -190,7 +195,25 @@ USE_TZ = True
 FORMAT_MODULE_PATH = ["orchestrator_site.formats"]
 
 STATIC_URL = "static/"
+# `manage.py collectstatic` gathers every app's static files here; WhiteNoise serves them from the web
+# process (orchestrator_site/gunicorn_conf.py), so no other server is needed for them.
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+if PRODUCTION:
+    # Compressed (gzip, and brotli when installed) copies and content-hashed names that browsers may cache for
+    # ever. It needs collectstatic's manifest: a page whose static file was not collected is an error, not a
+    # silent 404 (`make serve` collects before it starts).
+    _staticfiles_backend = "whitenoise.storage.CompressedManifestStaticFilesStorage"
+else:
+    # Development and the test suite need no collectstatic: plain names, and WhiteNoise looks each file up in
+    # its app (USE_FINDERS) when it is asked for (AUTOREFRESH), so an edited file is served as it is now and
+    # starting the middleware scans nothing (the test client starts it again for every test).
+    _staticfiles_backend = "django.contrib.staticfiles.storage.StaticFilesStorage"
+    WHITENOISE_USE_FINDERS = True
+    WHITENOISE_AUTOREFRESH = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": _staticfiles_backend},
+}
 
 # --- Security (production profile) ---------------------------------------------------------------
 if PRODUCTION:
@@ -201,9 +224,12 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
     X_FRAME_OPTIONS = "DENY"
-    # Behind a TLS-terminating proxy, tell Django which header says the request was HTTPS.
+    # Behind a TLS-terminating proxy, tell Django which header says the request was HTTPS (README, "Deploy").
     if env_bool("SECURE_PROXY_SSL_HEADER", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # A load balancer's or container platform's health probe calls the web process directly over plain HTTP,
+    # and treats a redirect as down. The health answer holds nothing secret.
+    SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
 
 # --- Logging -------------------------------------------------------------------------------------
 # One handler, on stderr, that every logger's lines reach: ours, Django's and third parties' (through the
@@ -291,6 +317,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Products, subscriptions, workflows and processes: start, watch, resume, retry and abort.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ loads Swagger UI from our static files (drf_spectacular_sidecar), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a `status` with its own choices: name each set, or the schema gets hashed names.
     "ENUM_NAME_OVERRIDES": {

@@ -1,0 +1,97 @@
+"""Gunicorn's settings for the web process, read from the environment: `gunicorn -c orchestrator_site/gunicorn_conf.py`.
+
+Every value below can be set from the environment (README, "Deploy"); the defaults suit one machine behind a
+TLS proxy. Gunicorn reads this module itself, before Django is set up: it imports only the standard library.
+
+Why WSGI and threads (gthread), not ASGI: the admin's live pages poll with short GET requests answered from
+the database, with ETags (304 when nothing changed: processes/live.py), and nothing streams or holds a
+connection open, so a WSGI server does. Threads, because those polls are many and short and mostly wait on
+PostgreSQL; idle keep-alive connections wait in gunicorn's event loop, not in a thread. With the `threadpool`
+executor each gunicorn worker process also runs processes in its own pool (THREADPOOL_WORKERS threads).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        # SystemExit, not an exception: gunicorn then prints this line alone instead of a traceback.
+        raise SystemExit(f"{name}={raw!r} is not a whole number of at least {minimum}")
+    return value
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SystemExit(f"{name}={os.environ[name]!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
+
+
+wsgi_app = "orchestrator_site.wsgi:application"
+
+# GUNICORN_BIND: where to listen, comma-separated for several (`0.0.0.0:8000`, `unix:/run/orchestrator.sock`).
+# Loopback by default: a TLS proxy in front of it is the way in (README, "Deploy").
+bind = [part.strip() for part in os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",") if part.strip()]
+
+# GUNICORN_WORKERS (or the conventional WEB_CONCURRENCY): OS processes serving requests, each with its own
+# Django, database connections and, with the `threadpool` executor, its own pool of process threads.
+workers = _env_int("GUNICORN_WORKERS", _env_int("WEB_CONCURRENCY", 2, 1), 1)
+worker_class = "gthread"
+# GUNICORN_THREADS: requests served at once by each worker. Each busy thread holds a database connection
+# (kept CONN_MAX_AGE seconds), so PostgreSQL sees up to workers x (threads + THREADPOOL_WORKERS with the
+# `threadpool` executor + 1 for the embedded scheduler's tick): keep that under its max_connections.
+threads = _env_int("GUNICORN_THREADS", 4, 1)
+
+# GUNICORN_TIMEOUT: a worker whose main loop has not reported for this many seconds is killed and replaced.
+# With threads this is not a limit on a request's length (the loop reports while requests run).
+timeout = _env_int("GUNICORN_TIMEOUT", 30, 0)
+# GUNICORN_GRACEFUL_TIMEOUT: on SIGTERM (or a restart with SIGHUP) workers stop accepting, finish the requests
+# in hand (and, with the `threadpool` executor, the steps running in their pool) for up to this many seconds,
+# then are killed. A process cut short there is not lost: its lease lapses and the recovery sweep hands it
+# over again, from its last successful step (README, "Running processes").
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30, 0)
+# GUNICORN_KEEPALIVE: seconds an idle HTTP keep-alive connection is kept; longer than gunicorn's 2 so a proxy
+# reusing its connections (and a live page polling every 2 s) does not reconnect each time.
+keepalive = _env_int("GUNICORN_KEEPALIVE", 5, 0)
+
+# No restarting of workers after N requests: a restart interrupts the processes its pool is running (they
+# are recovered, but only after LEASE_SECONDS), and nothing here leaks memory that would call for it.
+max_requests = 0
+# Each worker imports the application itself after the fork. Preloading in the master would start the
+# embedded scheduler's thread (ORCHESTRATOR_EMBEDDED_SCHEDULER) there, and threads do not survive a fork.
+preload_app = False
+
+# Logs: the access log to stdout, gunicorn's own messages to stderr (Django's go to stderr too: settings
+# LOGGING), for the service manager or container runtime to collect. GUNICORN_ACCESS_LOG=false turns the
+# access log off (e.g. when the proxy keeps one).
+accesslog = "-" if _env_bool("GUNICORN_ACCESS_LOG", True) else None
+errorlog = "-"
+loglevel = (os.environ.get("GUNICORN_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "info").strip().lower()
+
+proc_name = "orchestrator-web"
+
+# The workers' heartbeat files in memory when /dev/shm is there (Docker's /tmp may be on a disk or an
+# overlay, where the heartbeat's fchmod can stall a worker long enough to be killed).
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+# Gunicorn's control socket (`gunicornc`) lives at one path per user ($HOME/.gunicorn/gunicorn.ctl), which two
+# servers on one machine would fight over: off, unless GUNICORN_CONTROL_SOCKET names a path for this one.
+_control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
+if _control_socket:
+    control_socket = _control_socket
+    control_socket_disable = False
+else:
+    control_socket_disable = True
