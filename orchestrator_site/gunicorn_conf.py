@@ -95,3 +95,22 @@ if _control_socket:
     control_socket_disable = False
 else:
     control_socket_disable = True
+
+# LOG_FORMAT=json (README, "Logs"): gunicorn's own lines (start, workers booted and stopped, its access log) are
+# JSON objects too, in the same format as Django's, so a log collector parses every line the web process writes.
+# logformat imports only the standard library and python-json-logger, not Django.
+if (os.environ.get("LOG_FORMAT") or "").strip().lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "orchestrator_site.logformat.JsonFormatter"}},
+        "handlers": {
+            "error": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+            "access": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["error"], "level": loglevel.upper(), "propagate": False},
+            "gunicorn.access": {"handlers": ["access"] if accesslog else [], "level": "INFO", "propagate": False},
+        },
+        "root": {"handlers": [], "level": "WARNING"},
+    }

@@ -31,6 +31,8 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from django.db import connection
 
+from orchestrator_site.database_url import postgres_url
+
 ROOT = Path(__file__).resolve().parents[2]
 BOOT_SECONDS = 60.0  # a loaded 2-core machine; it usually answers within a few seconds
 REQUEST_SECONDS = 15.0
@@ -136,10 +138,9 @@ class Browser:
 
 
 def database_url() -> str:
-    """The test database (this test process's own, with pytest-xdist) as a DATABASE_URL for the server."""
-    s = connection.settings_dict
-    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    return f"postgres://{s['USER']}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    """The test database (this test process's own, with pytest-xdist) as a DATABASE_URL for the server, over TCP
+    or the embedded server's Unix socket alike."""
+    return postgres_url(connection.settings_dict)
 
 
 def server_environment(static_root: Path, bind: str) -> dict[str, str]:
@@ -165,6 +166,8 @@ def server_environment(static_root: Path, bind: str) -> dict[str, str]:
         # `make serve`'s executor, but not its embedded scheduler: a tick would start the scheduled tasks (a
         # period missed is made up) in the test database while the tests look at it.
         "ORCHESTRATOR_EXECUTOR": "threadpool",
+        # As a log collector reads them: every line the server writes (gunicorn's and Django's) is checked.
+        "LOG_FORMAT": "json",
     }
 
 
@@ -380,3 +383,17 @@ def test_a_process_started_through_the_api_runs_to_its_end_in_the_web_process(pr
         time.sleep(0.1)
         process = production_server.get(url, headers=authorization).json()
     assert process["status"] == "completed", (process, production_server.log_tail())
+
+
+def test_every_line_the_server_logs_is_json_with_the_request_id_it_answered(production_server):
+    answer = production_server.get("/no-such-page/", headers={"X-Request-ID": "prod-log-check-1"})
+    assert answer.status == 404
+    assert answer.header("X-Request-ID") == "prod-log-check-1"
+
+    # gunicorn's own lines (booting, workers) and Django's alike: one JSON object each, none plain text.
+    lines = [line for line in production_server.log.read_text().splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]
+    assert any(line["logger"].startswith("gunicorn.") for line in parsed)
+    not_found = [line for line in parsed if line.get("request_id") == "prod-log-check-1"]
+    assert [(line["logger"], line["level"]) for line in not_found] == [("django.request", "WARNING")]
+    assert "Not Found: /no-such-page/" in not_found[0]["message"]
