@@ -1,9 +1,9 @@
 """Periodic work of the engine: retrying waiting processes when due, waking timers, failing callback steps
 past their deadline, recovering stalled running ones, starting scheduled tasks, sending the notifications of
-failures still to send (and folding the status counts). `tick()` does all of it; every scheduler calls it
-every SWEEP_INTERVAL_SECONDS: `manage.py run_scheduler`, Celery beat (task processes.scheduler_tick) or the
-embedded scheduler thread (processes/scheduler_thread.py). Any number of them may tick at once: none does a
-piece of work twice.
+failures still to send (and folding the status counts, and noting the tick: processes/scheduler_ticks.py).
+`tick()` does all of it; every scheduler calls it every SWEEP_INTERVAL_SECONDS: `manage.py run_scheduler`,
+Celery beat (task processes.scheduler_tick) or the embedded scheduler thread (processes/scheduler_thread.py).
+Any number of them may tick at once: none does a piece of work twice.
 """
 
 from __future__ import annotations
