@@ -153,6 +153,20 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFY_BACKOFF_MAX_SECONDS": 1800.0,
     # task_clean_up_tasks deletes notifications sent or given up this many days ago.
     "NOTIFY_RETENTION_DAYS": 30,
+    # Who may read GET /metrics (Prometheus text; processes/metrics_access.py). With METRICS_TOKEN set, a
+    # request must carry `Authorization: Bearer <token>`. With METRICS_ALLOWED_IPS set (addresses or CIDR
+    # networks, e.g. ("10.0.0.0/8", "::1"); from the environment "10.0.0.0/8,::1"), it must come from one
+    # of them (the connection's address, REMOTE_ADDR: behind a proxy, the proxy's). Both set: both must
+    # hold. Neither set: only from this machine (127.0.0.0/8 and ::1). Others get 403 or 401.
+    "METRICS_TOKEN": "",
+    "METRICS_ALLOWED_IPS": (),
+    # Whether /api/health/ answers 503 when the scheduler has not completed a tick lately: "auto" (when
+    # EXECUTOR is not "inline": then waiting processes, timers, callback deadlines and stalled runs need
+    # it), True or False. Lately: within SCHEDULER_STALE_SECONDS, and never less than 3 sweep intervals.
+    "SCHEDULER_REQUIRED": "auto",
+    "SCHEDULER_STALE_SECONDS": 60.0,
+    # How long /api/health/ waits for the broker (EXECUTOR "celery") before it says it is unavailable.
+    "HEALTH_BROKER_TIMEOUT_SECONDS": 1.0,
 }
 
 

@@ -1,4 +1,4 @@
-"""Root URL configuration: the admin, the REST API under /api/, its schema and docs, and the error views."""
+"""Root URL configuration: the admin, the REST API under /api/, its schema and docs, /metrics, and the error views."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    # Prometheus's default path, without a slash (processes/metrics_view.py says who may read it).
+    path("metrics", include("processes.metrics_urls")),
 ]
 
 # Under /api/ the JSON error body of the API, never an HTML page; elsewhere (the admin) Django's pages.

@@ -12,13 +12,16 @@ class ProcessesConfig(AppConfig):
 
     def ready(self) -> None:
         # The admin pages processes add to other apps' models, the engine page, and the notifications' page;
-        # notifications: the hook on every transition to failed (notify on failure), and its settings' check.
+        # notifications: the hook on every transition to failed (notify on failure), and its settings' check;
+        # the checks of the /metrics and health settings.
         from processes import (  # noqa: F401
             admin_engine,
             admin_notifications,
             admin_subscriptions,
+            metrics_access,
             notifications,
             scheduler_thread,
+            scheduler_ticks,
         )
 
         # Only with ORCHESTRATOR["EMBEDDED_SCHEDULER"], and only in a process serving requests.

@@ -1,9 +1,9 @@
 """Periodic work of the engine: retrying waiting processes when due, waking timers, failing callback steps
 past their deadline, recovering stalled running ones, starting scheduled tasks, sending the notifications of
-failures still to send (and folding the status counts). `tick()` does all of it; every scheduler calls it
-every SWEEP_INTERVAL_SECONDS: `manage.py run_scheduler`, Celery beat (task processes.scheduler_tick) or the
-embedded scheduler thread (processes/scheduler_thread.py). Any number of them may tick at once: none does a
-piece of work twice.
+failures still to send (and folding the status counts, and noting the tick: processes/scheduler_ticks.py).
+`tick()` does all of it; every scheduler calls it every SWEEP_INTERVAL_SECONDS: `manage.py run_scheduler`,
+Celery beat (task processes.scheduler_tick) or the embedded scheduler thread (processes/scheduler_thread.py).
+Any number of them may tick at once: none does a piece of work twice.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from processes.dberrors import connection_lost
 from processes.models import ProcessStatus, ScheduledRun
 from processes.notify_send import send_due as send_due_notifications
 from processes.recovery import SCHEDULER_ACTOR, recover_stalled_processes, retry_due_processes, wake_due_timers
+from processes.scheduler_ticks import record_tick
 from processes.services import start_process
 from processes.status_counts import fold as fold_status_counts
 from workflows.errors import WorkflowNotStartable
@@ -231,4 +232,10 @@ def tick(now: datetime | None = None) -> TickReport:
         fold_status_counts(more_than=len(ProcessStatus.values))
     except Exception:
         logger.exception("scheduler: folding the status counts failed")
+    try:
+        # The heartbeat the health check and /metrics read: one row updated, after the work (a tick that
+        # hangs in a part does not count as a tick).
+        record_tick(failed_parts=len(report.failed))
+    except Exception:
+        logger.exception("scheduler: recording the tick failed")
     return report

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from subscriptions.models import (
     FixedInput,
@@ -195,3 +198,19 @@ class ProcessSubscriptionFactory(factory.django.DjangoModelFactory):
 
     process = factory.SubFactory(ProcessFactory)
     subscription = factory.SubFactory(SubscriptionFactory)
+
+
+class ProcessStepFactory(factory.django.DjangoModelFactory):
+    """A row of a process's step log: `seconds=` sets how long the step took (it ended now)."""
+
+    class Meta:
+        model = "processes.ProcessStep"
+        exclude = ("seconds",)
+
+    process = factory.SubFactory(ProcessFactory)
+    name = factory.Sequence(lambda n: f"Step {n}")
+    status = "success"
+    created_by = "factory"
+    seconds = 0.0
+    completed_at = factory.LazyFunction(timezone.now)
+    started_at = factory.LazyAttribute(lambda step: step.completed_at - timedelta(seconds=step.seconds))

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from django.db import DatabaseError, connection
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -23,6 +22,7 @@ from rest_framework.views import APIView
 
 from orchestrator_site.api import ErrorBodySerializer
 from processes.engine_settings import EngineState, engine_status, set_engine_paused
+from processes.health import health
 from processes.services import workflows_for
 from subscriptions.services import get_subscription
 from workflows.models import Target
@@ -106,10 +106,31 @@ class EngineSettingsUpdateSchema(OpenApiSerializerExtension):
         return {**schema, "additionalProperties": False}
 
 
+@extend_schema_field(_inline_enum(["ok", "stale", "unknown"]))
+class SchedulerStateField(serializers.CharField):
+    pass
+
+
+@extend_schema_field(_inline_enum(["ok", "unavailable", "not_used"]))
+class BrokerStateField(serializers.CharField):
+    pass
+
+
 class HealthSerializer(serializers.Serializer):
-    status = OkOrUnavailableField(help_text="ok when the service can do its work.")
+    status = OkOrUnavailableField(
+        help_text="ok when the service can do its work; unavailable (with 503) when the database is down, the "
+                  "broker is down while the executor is Celery, or a required scheduler is stale.")
     database = OkOrUnavailableField(help_text="Whether the database answers.")
     engine = HealthEngineField(help_text="unknown when the database cannot be read.")
+    scheduler = SchedulerStateField(
+        help_text="ok when a scheduler completed a tick lately (within SCHEDULER_STALE_SECONDS, at least three "
+                  "sweep intervals); stale when none did (or never); unknown when the database cannot be read.")
+    scheduler_required = serializers.BooleanField(
+        help_text="Whether a stale scheduler makes the service unavailable (ORCHESTRATOR SCHEDULER_REQUIRED).")
+    scheduler_last_tick_at = serializers.DateTimeField(
+        allow_null=True, help_text="When a scheduler last completed a tick; null if none ever did.")
+    broker = BrokerStateField(
+        help_text="Whether the Celery broker answers; not_used when the executor is not Celery.")
 
 
 class LockedRelationSerializer(serializers.Serializer):
@@ -152,15 +173,8 @@ class ReadOrStaffChange(permissions.BasePermission):
 
 
 # --- views -------------------------------------------------------------------------------------------
-def check_database() -> None:
-    """Ask the database a trivial question; raises DatabaseError when it cannot answer."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
-
-
 class HealthView(APIView):
-    """Liveness and readiness: the database answers, and whether the engine runs. No authentication."""
+    """Liveness and readiness: the database, the engine, the scheduler and the broker. No authentication."""
 
     # No authentication at all: a load balancer's probe has no credentials, and a stale session or token
     # must not turn a health check into a 401.
@@ -172,19 +186,15 @@ class HealthView(APIView):
         auth=[],
         responses={
             200: HealthSerializer,
-            503: OpenApiResponse(HealthSerializer, description="The database cannot be reached."),
+            503: OpenApiResponse(HealthSerializer, description=(
+                "A part the service needs is down: the database; the broker when the executor is Celery; "
+                "the scheduler when it is required and has not ticked lately.")),
         },
     )
     def get(self, request: Request) -> Response:
-        try:
-            check_database()
-            engine = engine_status().status
-        except DatabaseError as exc:
-            logger.warning("health: the database is unavailable: %s", exc)
-            body = {"status": "unavailable", "database": "unavailable", "engine": "unknown"}
-            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Cache-Control": "no-store"})
-        body = {"status": "ok", "database": "ok", "engine": engine}
-        return Response(body, headers={"Cache-Control": "no-store"})
+        result = health()
+        code = status.HTTP_200_OK if result.ok else status.HTTP_503_SERVICE_UNAVAILABLE
+        return Response(HealthSerializer(result.as_dict()).data, status=code, headers={"Cache-Control": "no-store"})
 
 
 @extend_schema(tags=["engine"])

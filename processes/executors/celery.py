@@ -71,6 +71,31 @@ def _timeout() -> float:
     return float(app.conf.broker_connection_timeout or 3)
 
 
+def broker_problem(timeout: float) -> str | None:
+    """None when the broker answers (or took a message or answered a check lately), else why not, in a line.
+
+    For the health check: a connection of its own, not the pool's (a broker that hangs must not hold a
+    connection the starts need), opened with `timeout` for the connection and every read, and closed again.
+    """
+    if _broker_known_up():
+        return None
+    from orchestrator_site.celery import app
+
+    options = {"socket_connect_timeout": timeout, "socket_timeout": timeout, "max_retries": 0}
+    try:
+        with app.connection_for_write(connect_timeout=timeout, transport_options=options) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, interval_max=0,
+                                   timeout=timeout)
+            client = getattr(conn.default_channel, "client", None)
+            if client is not None and callable(getattr(client, "ping", None)):
+                client.ping()
+    except Exception as exc:  # any failure to answer is an answer: the broker is not usable
+        _note_broker(up=False)
+        return f"could not reach the broker at {_safe_url(_broker_url())}: {type(exc).__name__}: {str(exc)[:200]}"
+    _note_broker(up=True)
+    return None
+
+
 class CeleryExecutor:
     def check_available(self) -> None:
         """Fail fast (503) before anything is written when the broker cannot be reached.

@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from processes.api import engine_views
+from processes import health
 from processes.engine_settings import engine_status, pause_engine, resume_engine, set_engine_paused
 from processes.models import EngineSettings, Process, ProcessLease, ProcessStatus
 from processes.services import start_process
@@ -56,7 +56,9 @@ def test_health_needs_no_authentication_and_ignores_bad_credentials():
 
     for response in (anonymous, bad_token):
         assert response.status_code == 200
-        assert response.json() == {"status": "ok", "database": "ok", "engine": "running"}
+        assert response.json() == {"status": "ok", "database": "ok", "engine": "running", "scheduler": "stale",
+                                   "scheduler_required": False, "scheduler_last_tick_at": None,
+                                   "broker": "not_used"}
         assert response["Cache-Control"] == "no-store"
 
 
@@ -75,12 +77,14 @@ def test_health_is_503_when_the_database_is_unreachable(monkeypatch):
     def unreachable() -> None:
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(engine_views, "check_database", unreachable)
+    monkeypatch.setattr(health, "check_database", unreachable)
 
     response = APIClient().get("/api/health/")
 
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "database": "unavailable", "engine": "unknown"}
+    assert response.json() == {"status": "unavailable", "database": "unavailable", "engine": "unknown",
+                               "scheduler": "unknown", "scheduler_required": False, "scheduler_last_tick_at": None,
+                               "broker": "not_used"}
 
 
 # --- engine settings: permissions ----------------------------------------------------------------------
