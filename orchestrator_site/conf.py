@@ -160,9 +160,10 @@ DEFAULTS: dict[str, Any] = {
     # hold. Neither set: only from this machine (127.0.0.0/8 and ::1). Others get 403 or 401.
     "METRICS_TOKEN": "",
     "METRICS_ALLOWED_IPS": (),
-    # Whether /api/health/ answers 503 when the scheduler has not completed a tick lately: "auto" (when
-    # EXECUTOR is not "inline": then waiting processes, timers, callback deadlines and stalled runs need
-    # it), True or False. Lately: within SCHEDULER_STALE_SECONDS, and never less than 3 sweep intervals.
+    # Whether /api/health/ answers 503 when the scheduler has not completed a tick lately: "auto" (when this
+    # process runs it, EMBEDDED_SCHEDULER: a restart of the process mends it; a separate `run_scheduler` is
+    # reported, not required, so that it stopping does not take every web server out), True or False.
+    # Lately: within SCHEDULER_STALE_SECONDS, and never less than 3 sweep intervals.
     "SCHEDULER_REQUIRED": "auto",
     "SCHEDULER_STALE_SECONDS": 60.0,
     # How long /api/health/ waits for the broker (EXECUTOR "celery") before it says it is unavailable.

@@ -228,8 +228,9 @@ if PRODUCTION:
     if env_bool("SECURE_PROXY_SSL_HEADER", False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     # A load balancer's or container platform's health probe calls the web process directly over plain HTTP,
-    # and treats a redirect as down. The health answer holds nothing secret.
-    SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
+    # and treats a redirect as down. The health answer holds nothing secret. Prometheus, inside the network,
+    # scrapes each web process directly too; /metrics keeps its own guard (METRICS_ALLOWED_IPS, METRICS_TOKEN).
+    SECURE_REDIRECT_EXEMPT = [r"^api/health/$", r"^metrics$"]
 
 # --- Logging -------------------------------------------------------------------------------------
 # One handler, on stderr, that every logger's lines reach: ours, Django's and third parties' (through the

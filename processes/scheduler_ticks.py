@@ -45,14 +45,18 @@ def stale_after() -> timedelta:
 
 
 def scheduler_required() -> bool:
-    """ORCHESTRATOR["SCHEDULER_REQUIRED"]: "auto" means unless EXECUTOR is "inline" (commands and tests, where
-    nothing waits for a sweep in the background)."""
+    """ORCHESTRATOR["SCHEDULER_REQUIRED"]: "auto" means when this process runs the scheduler itself
+    (EMBEDDED_SCHEDULER). Then a stale scheduler is this web process's own thread gone, which restarting the
+    process mends, and a 503 is what gets it restarted. A scheduler in a process of its own (`run_scheduler`)
+    is not this web process's to mend: taking every web server out of service because it stopped would turn
+    one stopped background process into a whole outage; its staleness is reported, and alerted on through
+    /metrics (orchestrator_scheduler_last_tick_timestamp_seconds)."""
     raw = orchestrator_setting("SCHEDULER_REQUIRED")
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
     if text == "auto":
-        return str(orchestrator_setting("EXECUTOR")) != "inline"
+        return bool(orchestrator_setting("EMBEDDED_SCHEDULER"))
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
     raise ImproperlyConfigured(f'ORCHESTRATOR["SCHEDULER_REQUIRED"] = {raw!r}: write "auto", true or false')

@@ -49,7 +49,8 @@ def broker_at() -> Iterator:
 # --- the scheduler -----------------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_a_required_scheduler_that_never_ticked_makes_the_service_unavailable(settings):
-    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool"}  # "auto": required unless inline
+    # "auto": required when the web process runs the scheduler itself (a 503 gets that process restarted).
+    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "EMBEDDED_SCHEDULER": True}
 
     status, body = get()
 
@@ -61,7 +62,7 @@ def test_a_required_scheduler_that_never_ticked_makes_the_service_unavailable(se
 
 @pytest.mark.django_db
 def test_a_scheduler_that_ticked_lately_is_ok(settings):
-    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "SCHEDULE": {}}
+    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "EMBEDDED_SCHEDULER": True, "SCHEDULE": {}}
     call_command("run_scheduler", "--once", stdout=StringIO())
 
     status, body = get()
@@ -73,7 +74,7 @@ def test_a_scheduler_that_ticked_lately_is_ok(settings):
 
 @pytest.mark.django_db
 def test_a_scheduler_silent_for_longer_than_the_stale_time_is_stale(settings):
-    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "SCHEDULER_STALE_SECONDS": 60.0,
+    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "EMBEDDED_SCHEDULER": True, "SCHEDULER_STALE_SECONDS": 60.0,
                              "SWEEP_INTERVAL_SECONDS": 10.0}
     record_tick(now=timezone.now() - timedelta(seconds=50))
     assert get()[1]["scheduler"] == "ok"
@@ -98,9 +99,14 @@ def test_a_stale_scheduler_that_is_not_required_is_reported_but_not_unavailable(
 
 
 @pytest.mark.django_db
-def test_the_inline_executor_needs_no_scheduler_unless_told(settings):
-    assert get()[1]["scheduler_required"] is False
-    settings.ORCHESTRATOR = {"SCHEDULER_REQUIRED": "true"}
+def test_a_scheduler_run_as_a_process_of_its_own_is_reported_not_required_unless_told(settings):
+    # run_scheduler elsewhere: its stopping must not take this web server out of service (a 503 here would
+    # take every web server out); told to (a health endpoint only the monitoring reads), it is required.
+    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "EMBEDDED_SCHEDULER": False}
+    status, body = get()
+    assert (status, body["scheduler"], body["scheduler_required"]) == (200, "stale", False)
+
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "SCHEDULER_REQUIRED": "true"}
     assert get()[0] == 503
 
 

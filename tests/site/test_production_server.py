@@ -342,7 +342,9 @@ def test_the_api_answers_health_and_a_token_authenticated_request(production_ser
     health = production_server.get("/api/health/")
     assert health.status == 200
     assert health.header("Content-Type") == "application/json"
-    assert health.json() == {"status": "ok", "database": "ok", "engine": "running"}
+    # No scheduler runs beside this server (none embedded, no run_scheduler): reported, and not required.
+    assert health.json() == {"status": "ok", "database": "ok", "engine": "running", "scheduler": "stale",
+                             "scheduler_required": False, "scheduler_last_tick_at": None, "broker": "not_used"}
 
     subscription = SubscriptionFactory(description="seen by the production server")
     url = f"/api/subscriptions/{subscription.subscription_id}/"
@@ -369,20 +371,69 @@ def test_the_api_docs_and_every_asset_they_load_come_from_this_server(production
     assert schema.json()["info"]["title"] == "Subscription orchestrator API"
 
 
-def test_a_process_started_through_the_api_runs_to_its_end_in_the_web_process(production_server):
-    # `make serve`'s default executor: the thread pool of the gunicorn worker that took the request.
+def run_to_its_end(server: ProductionServer, workflow: str) -> dict:
+    """Start `workflow` through the API and wait until it completed or failed; its API detail."""
     authorization = {"Authorization": api_authorization(create_staff_user()), "Content-Type": "application/json"}
-    started = production_server.request("POST", "/api/processes/", headers=authorization,
-                                        body=json.dumps({"workflow": "task_clean_up_tasks"}).encode())
+    started = server.request("POST", "/api/processes/", headers=authorization,
+                             body=json.dumps({"workflow": workflow}).encode())
     assert started.status == 201, started.text
     url = f"/api/processes/{started.json()['id']}/"
 
     deadline = time.monotonic() + 30
-    process = production_server.get(url, headers=authorization).json()
+    process = server.get(url, headers=authorization).json()
     while process["status"] not in {"completed", "failed"} and time.monotonic() < deadline:
         time.sleep(0.1)
-        process = production_server.get(url, headers=authorization).json()
+        process = server.get(url, headers=authorization).json()
+    return process
+
+
+def test_a_process_started_through_the_api_runs_to_its_end_in_the_web_process(production_server):
+    # `make serve`'s default executor: the thread pool of the gunicorn worker that took the request.
+    process = run_to_its_end(production_server, "task_clean_up_tasks")
+
     assert process["status"] == "completed", (process, production_server.log_tail())
+
+
+def scrape(server: ProductionServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics as Prometheus parses it: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = server.get("/metrics")
+    assert answer.status == 200, answer.text
+    assert answer.header("Content-Type").startswith("text/plain; version=0.0.4")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+
+
+def test_metrics_parse_as_prometheus_text_and_move_when_a_process_completes(production_server):
+    # Scraped from loopback, the default allow-list. The first scrape starts the counting; the run's steps are
+    # folded into the totals by the next one.
+    workflow = (("workflow", "task_clean_up_tasks"),)
+    before = scrape(production_server)
+
+    process = run_to_its_end(production_server, "task_clean_up_tasks")
+    assert process["status"] == "completed"
+    after = scrape(production_server)
+
+    def moved(name: str, labels: tuple = workflow) -> float:
+        return after.get((name, labels), 0) - before.get((name, labels), 0)
+
+    steps = len(process["steps"]) if "steps" in process else None
+    assert moved("orchestrator_process_completions_total") == 1
+    assert moved("orchestrator_process_failures_total") == 0
+    step_rows = moved("orchestrator_step_duration_seconds_count")
+    assert step_rows >= 3 and (steps is None or step_rows == steps)
+    assert moved("orchestrator_step_duration_seconds_bucket", (("le", "+Inf"), *workflow)) == step_rows
+    assert after[("orchestrator_processes_by_status", (("status", "completed"),))] >= 1
+    assert ("orchestrator_scheduler_last_tick_timestamp_seconds", ()) in after
+
+
+def test_metrics_are_scraped_over_plain_http_from_loopback_whatever_a_forwarded_header_says(production_server):
+    # Prometheus scrapes the web process directly, over plain HTTP: no redirect to HTTPS. Only the connection's
+    # own address counts against the allow-list (loopback by default), never one a header claims.
+    answer = production_server.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"}, https=False)
+    assert answer.status == 200, answer.text
+    assert "orchestrator_processes" in answer.text
 
 
 def test_every_line_the_server_logs_is_json_with_the_request_id_it_answered(production_server):
