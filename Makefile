@@ -53,7 +53,7 @@ run: setup
 	$(WITH_DB) sh -c '\
 	$(PY) manage.py migrate --no-input && \
 	$(PY) manage.py load_demo && \
-	$(PY) manage.py demo_login && \
+	$(PY) manage.py demo_login --url http://$(CALLBACK_HOST):$(PORT)/admin/ && \
 	ORCHESTRATOR_EXECUTOR=threadpool ORCHESTRATOR_EMBEDDED_SCHEDULER=true \
 	ORCHESTRATOR_NODE_PROVISIONING=http ORCHESTRATOR_CALLBACK_BASE_URL=http://$(CALLBACK_HOST):$(PORT) \
 	exec $(PY) manage.py runserver $(HOST):$(PORT)'

@@ -70,3 +70,11 @@ def test_demo_login_prints_a_new_random_password_that_works(client):
     assert password(first.getvalue()) != password(second.getvalue())
     assert client.login(username="admin", password=password(second.getvalue()))
     assert not client.login(username="admin", password=password(first.getvalue()))
+
+
+@pytest.mark.django_db
+def test_demo_login_prints_the_address_the_server_is_started_on():
+    out = StringIO()
+    call_command("demo_login", "--url", "http://127.0.0.1:8765/admin/", stdout=out)
+
+    assert "Log in at http://127.0.0.1:8765/admin/ as  admin / " in out.getvalue()

@@ -17,8 +17,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--username", default="admin", help="Login name (default: admin).")
+        parser.add_argument("--url", default="http://127.0.0.1:8000/admin/",
+                            help="Where the admin will be served, to print (make run passes its HOST and PORT).")
 
-    def handle(self, *args: Any, username: str, **options: Any) -> None:
+    def handle(self, *args: Any, username: str, url: str, **options: Any) -> None:
         password = secrets.token_urlsafe(12)
         user, created = get_user_model().objects.get_or_create(
             username=username, defaults={"email": f"{username}@localhost"}
@@ -30,4 +32,4 @@ class Command(BaseCommand):
         user.save()
         action = "Created" if created else "Reset the password of"
         self.stdout.write(self.style.SUCCESS(f"{action} staff user {username!r}."))
-        self.stdout.write(f"  Log in at http://127.0.0.1:8000/admin/ as  {username} / {password}")
+        self.stdout.write(f"  Log in at {url} as  {username} / {password}")
