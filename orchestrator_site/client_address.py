@@ -11,9 +11,8 @@ from orchestrator_site.conf import orchestrator_setting
 
 logger = logging.getLogger(__name__)
 
-# Stored as the key of a throttle's row: a longer value is not an address.
+# Longer is not an address (a log line quotes at most this much of a bad one).
 MAX_LENGTH = 64
-UNKNOWN = "unknown"
 
 
 def _address(value: str) -> str | None:
@@ -24,8 +23,8 @@ def _address(value: str) -> str | None:
         return None
 
 
-def client_address(request: HttpRequest) -> str:
-    """The address of the client behind the request.
+def client_address(request: HttpRequest) -> str | None:
+    """The address of the client behind the request; None when the request has none (not one from the web).
 
     With ORCHESTRATOR["TRUSTED_PROXY_COUNT"] = 0 (the default), the connection's address (REMOTE_ADDR): any
     client can write X-Forwarded-For, so trusting it would let one client pose as many and escape its
@@ -35,7 +34,7 @@ def client_address(request: HttpRequest) -> str:
     """
     # A DRF Request wraps the Django one; META is the same either way.
     meta = request.META
-    remote = _address(meta.get("REMOTE_ADDR", "")) or UNKNOWN
+    remote = _address(meta.get("REMOTE_ADDR", ""))
     proxies = int(orchestrator_setting("TRUSTED_PROXY_COUNT"))
     if proxies <= 0:
         return remote

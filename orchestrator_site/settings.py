@@ -238,6 +238,9 @@ AXES_LOCKOUT_CALLABLE = "orchestrator_site.lockout.lockout_response"
 # holds. A successful login forgets the earlier failures of that username and address.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_RESET_ON_SUCCESS = True
+# axes would also add a row per successful login to a table that nothing empties; the failures it counts, and
+# the lock-outs, are kept all the same (admin: "Access attempts").
+AXES_DISABLE_ACCESS_LOG = True
 # No "AXES: BEGIN version ..." line at the start of every command and server; lock-outs are logged all the same.
 AXES_VERBOSE = False
 

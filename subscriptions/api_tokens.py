@@ -123,3 +123,10 @@ def revoke_user_tokens(username: str) -> int:
     deleted, _ = AuthToken.objects.filter(user=user).delete()
     logger.info("%d API token(s) of %s revoked", deleted, username)
     return deleted
+
+
+def revoke_expired_tokens() -> int:
+    """Delete every expired token (refused anyway; kept until now so that lists show them); return how many."""
+    deleted, _ = AuthToken.objects.filter(expiry__lte=timezone.now()).delete()
+    logger.info("%d expired API token(s) removed", deleted)
+    return deleted
