@@ -28,14 +28,16 @@ def hash_plain_tokens(apps, schema_editor) -> None:
     with connection.cursor() as cursor:
         if PLAIN_TABLE not in connection.introspection.table_names(cursor):
             return  # a new database: there never were plain tokens
-        cursor.execute(f"SELECT key, user_id, created FROM {PLAIN_TABLE}")
+        cursor.execute(f'SELECT "key", "user_id", "created" FROM "{PLAIN_TABLE}"')
         plain = cursor.fetchall()
     AuthToken = apps.get_model("knox", "AuthToken")
-    for key, user_id, created in plain:
-        token = AuthToken.objects.create(digest=digest(key), token_key=key[:TOKEN_KEY_LENGTH], user_id=user_id,
-                                         expiry=None)
-        # `created` is set to now on insert (auto_now_add): put the token's own date back.
-        AuthToken.objects.filter(pk=token.pk).update(created=created)
+    AuthToken.objects.bulk_create(
+        AuthToken(digest=digest(key), token_key=key[:TOKEN_KEY_LENGTH], user_id=user_id, expiry=None)
+        for key, user_id, _ in plain
+    )
+    for key, _, created in plain:
+        # `created` was set to now on insert (auto_now_add): put the token's own date back.
+        AuthToken.objects.filter(pk=digest(key)).update(created=created)
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE {connection.ops.quote_name(PLAIN_TABLE)}")
         cursor.execute("DELETE FROM django_migrations WHERE app = %s", ["authtoken"])
