@@ -70,3 +70,11 @@ def forget_old(now: datetime | None = None) -> int:
         Q(blocked_until__isnull=True) | Q(blocked_until__lt=horizon), window_started__lt=horizon,
     ).delete()
     return deleted
+
+
+def unblock(address: str | None = None) -> int:
+    """Forget the bad tokens of one address (None: of every address), lifting its block; return how many rows."""
+    rows = BadTokenAttempts.objects.all() if address is None else BadTokenAttempts.objects.filter(address=address)
+    deleted, _ = rows.delete()
+    logger.info("API: bad-token count of %s forgotten (%d address(es))", address or "every address", deleted)
+    return deleted

@@ -146,3 +146,26 @@ def test_bad_tokens_sent_at_once_from_many_threads_are_all_counted(settings):
 
     assert statuses == [401] * threads
     assert BadTokenAttempts.objects.get(address=ATTACKER).failures == threads
+
+
+@pytest.mark.django_db
+def test_unblock_api_address_lifts_the_block_at_once(limit_3):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    key = api_token()
+    for _ in range(3):
+        client_from(ATTACKER, "not-a-token").get(URL)
+    assert client_from(ATTACKER, key).get(URL).status_code == 429
+
+    out = StringIO()
+    call_command("unblock_api_address", ATTACKER, stdout=out)
+
+    assert out.getvalue() == f"Forgot the bad API tokens of {ATTACKER}.\n"
+    assert client_from(ATTACKER, key).get(URL).status_code == 200
+    with pytest.raises(CommandError, match=f"no bad API tokens are counted for '{OTHER}'"):
+        call_command("unblock_api_address", OTHER)
+    with pytest.raises(CommandError, match="give either an ADDRESS or --all"):
+        call_command("unblock_api_address")
