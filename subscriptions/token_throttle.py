@@ -7,7 +7,7 @@ import math
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
@@ -25,11 +25,15 @@ def _window() -> timedelta:
     return timedelta(seconds=float(orchestrator_setting("API_BAD_TOKEN_WINDOW_SECONDS")))
 
 
+def blocked_rows(address: str, now: datetime) -> QuerySet[BadTokenAttempts]:
+    """The address's row while it is refused (none otherwise)."""
+    return BadTokenAttempts.objects.filter(address=address, blocked_until__gt=now)
+
+
 def seconds_blocked(address: str) -> int:
     """How many more seconds the address is refused (at least 1), or 0 when it is not."""
     now = timezone.now()
-    until = (BadTokenAttempts.objects.filter(address=address, blocked_until__gt=now)
-             .values_list("blocked_until", flat=True).first())
+    until = blocked_rows(address, now).values_list("blocked_until", flat=True).first()
     if until is None:
         return 0
     return max(1, math.ceil((until - now).total_seconds()))

@@ -22,7 +22,6 @@ from rest_framework.request import Request
 from orchestrator_site.client_address import client_address
 from orchestrator_site.humanize import exact_time
 from subscriptions import token_throttle
-from subscriptions.access_models import BadTokenAttempts
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +72,19 @@ class TokenAuthentication(KnoxTokenAuthentication):
     def _check(self, header: list[bytes], address: str) -> tuple[Any, Any]:
         now = timezone.now()
         key = header[1].decode("utf-8", errors="replace") if len(header) == 2 else ""
-        refused_until = BadTokenAttempts.objects.filter(address=address, blocked_until__gt=now).values("blocked_until")
+        # The tokens whose key starts as this one does (knox's token_key), each with its user and with the
+        # end of the address's block, if any: a request with a right token costs this one query.
+        blocked_until = token_throttle.blocked_rows(address, now).values("blocked_until")[:1]
         candidates = [] if not key else list(
             AuthToken.objects.filter(token_key=key[:CONSTANTS.TOKEN_KEY_LENGTH]).select_related("user")
-            .annotate(refused_until=Subquery(refused_until[:1])))
-        # No token starts that way: whether the address is refused takes a query of its own (bad keys only).
-        refused = (candidates[0].refused_until if candidates
-                   else BadTokenAttempts.objects.filter(address=address, blocked_until__gt=now)
-                   .values_list("blocked_until", flat=True).first())
-        if refused is not None:
-            raise TooManyBadTokens(max(1, math.ceil((refused - now).total_seconds())))
+            .annotate(address_blocked_until=Subquery(blocked_until)))
+        if candidates:
+            until = candidates[0].address_blocked_until
+            wait = 0 if until is None else max(1, math.ceil((until - now).total_seconds()))
+        else:  # no such token: whether the address is refused takes a query of its own (bad keys only)
+            wait = token_throttle.seconds_blocked(address)
+        if wait:
+            raise TooManyBadTokens(wait)
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Invalid token header: give it as `Token <key>`.")
         digest = hash_token(key)
