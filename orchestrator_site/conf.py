@@ -112,6 +112,20 @@ DEFAULTS: dict[str, Any] = {
     "LIVE_POLL_WAITING_SECONDS": 10.0,
     "LIVE_COUNTS_SECONDS": 10.0,
     "LIVE_COUNTS_IDLE_SECONDS": 60.0,
+    # An API token issued by `manage.py create_api_token` expires this many days after it was issued, unless
+    # the command is given another expiry (--expires-in DAYS, or "never").
+    "API_TOKEN_EXPIRY_DAYS": 90,
+    # A client address that sent API_BAD_TOKEN_LIMIT requests with a wrong, expired or revoked token within
+    # API_BAD_TOKEN_WINDOW_SECONDS of the first is refused (429, with Retry-After) for every request with a
+    # token, right or wrong, for API_BAD_TOKEN_WINDOW_SECONDS more; then it starts counting anew. Counted in
+    # the database: every web process sees the same count.
+    "API_BAD_TOKEN_LIMIT": 10,
+    "API_BAD_TOKEN_WINDOW_SECONDS": 300,
+    # How many proxies in front of the app add the client's address to X-Forwarded-For. 0: the header is
+    # ignored (anyone can send it) and the client address is the connection's. N: the address the N-th proxy
+    # from the app saw, counting X-Forwarded-For from its right end. Used by the API's bad-token throttle and
+    # the admin's login lock-out: with a proxy in front and 0 here, every client has the proxy's address.
+    "TRUSTED_PROXY_COUNT": 0,
     # The most items one page of an API list may hold (?limit=), whatever the client asks.
     "API_MAX_PAGE_SIZE": 500,
     # API and admin lists count their matching rows up to this many and no further: a count reads every

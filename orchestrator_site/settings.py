@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from orchestrator_site.database_url import running_embedded_url, without_password
@@ -23,6 +25,20 @@ def env_bool(name: str, default: bool) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """Read a whole number from the environment; refuse anything else, or one below `minimum`."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number of at least {minimum}")
+    return value
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -69,7 +85,11 @@ INSTALLED_APPS = [
     # Trigram indexes (pg_trgm) for subscription search; harmless on SQLite, where they are not created.
     "django.contrib.postgres",
     "rest_framework",
-    "rest_framework.authtoken",
+    # API tokens stored as hashes, each with an expiry (README, "The REST API"; subscriptions.api_tokens).
+    "knox",
+    # Admin login lock-out after repeated failures (the AXES_* settings below).
+    "axes",
+    "corsheaders",
     "django_filters",
     "drf_spectacular",
     # Swagger UI's scripts and styles as our own static files: /api/docs/ works with no outside network.
@@ -83,6 +103,9 @@ MIDDLEWARE = [
     # First: every response, even a redirect or a refusal by the middleware below, carries X-Request-ID, and
     # every line logged while handling the request carries its id.
     "orchestrator_site.request_id.RequestIdMiddleware",
+    # Before anything that may answer by itself (a redirect, a 413, a 503), so that those answers carry the
+    # CORS headers too and a browser shows the client the real status, not a CORS error. Only under /api/.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (STATIC_ROOT, and the apps' own in development) answered here, before sessions or the
     # database: right after SecurityMiddleware, so the HTTPS redirect and HSTS still apply to them.
@@ -96,6 +119,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a refused admin login (locked out) into the lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "orchestrator_site.urls"
@@ -186,6 +211,38 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# django-axes first: it refuses a login that is locked out before a password is checked, and counts the
+# failures (AXES_* below). Its subclass lets through a login made without a request (the test client's
+# login(), the shell), which axes would refuse outright: those are not logins over the web.
+AUTHENTICATION_BACKENDS = [
+    "orchestrator_site.lockout.WebLoginLockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# --- Admin login lock-out (django-axes) -------------------------------------------------------------
+# After AXES_FAILURE_LIMIT failed logins for one username from one client address, that pair is locked
+# out for AXES_COOLOFF_MINUTES: the login page answers 429 with the moment to try again, and even the right
+# password is refused until then. The pair, not the address alone: one office behind one address is not
+# locked out by one person's typos, nor is an admin locked out of the account by someone guessing from
+# elsewhere. Unlock early with `manage.py axes_reset_username USERNAME` (or axes_reset for everyone).
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The client address as the API's bad-token throttle sees it: X-Forwarded-For only when
+# ORCHESTRATOR["TRUSTED_PROXY_COUNT"] says how many proxies in front of the app set it.
+AXES_CLIENT_IP_CALLABLE = "orchestrator_site.client_address.client_address"
+AXES_LOCKOUT_CALLABLE = "orchestrator_site.lockout.lockout_response"
+# A login tried while locked out does not push the end of the lock-out further: the page's "try again at"
+# holds. A successful login forgets the earlier failures of that username and address.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+# axes would also add a row per successful login to a table that nothing empties; the failures it counts, and
+# the lock-outs, are kept all the same (admin: "Access attempts").
+AXES_DISABLE_ACCESS_LOG = True
+# No "AXES: BEGIN version ..." line at the start of every command and server; lock-outs are logged all the same.
+AXES_VERBOSE = False
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
@@ -292,7 +349,9 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "").strip() or "orches
 REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with `WWW-Authenticate: Token`, not a bare 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # knox's hashed tokens, `Authorization: Token <key>` (REST_KNOX below), refusing an address that sent
+        # too many bad ones (ORCHESTRATOR["API_BAD_TOKEN_LIMIT"]) with 429.
+        "subscriptions.api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -313,6 +372,27 @@ REST_FRAMEWORK = {
     ],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
+# Tokens are issued by `manage.py create_api_token` (subscriptions.api_tokens), which gives each its expiry
+# (ORCHESTRATOR["API_TOKEN_EXPIRY_DAYS"]); TOKEN_TTL is only knox's own default, for tokens made in the admin.
+# The header stays the one clients have always sent: `Authorization: Token <key>`.
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_TTL": timedelta(days=90),
+    "AUTO_REFRESH": False,
+}
+
+# --- CORS (django-cors-headers) ------------------------------------------------------------------
+# Off unless CORS_ALLOWED_ORIGINS lists origins (comma-separated, e.g. https://dash.example.org): then
+# browser pages from those origins may call the API (/api/ only, never the admin). Without credentials:
+# the API authenticates with the Authorization header, which a page sends itself; cookies (the admin's
+# session) are never accepted from another origin.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key", "if-none-match", "x-request-id")
+# What a page's script may read from an answer besides the simple headers.
+CORS_EXPOSE_HEADERS = ["etag", "retry-after", "x-request-id"]
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Subscription orchestrator API",
     "DESCRIPTION": "Products, subscriptions, workflows and processes: start, watch, resume, retry and abort.",

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from subscriptions.access_models import BadTokenAttempts
 from subscriptions.blocktree import block_tree
 from subscriptions.models import (
     FixedInput,
@@ -281,3 +282,19 @@ class SubscriptionInstanceRelationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["in_use_by__product_block", "depends_on__product_block"]
     search_fields = ["domain_model_attr", "in_use_by__label", "depends_on__label"]
     autocomplete_fields = ["in_use_by", "depends_on"]
+
+
+@admin.register(BadTokenAttempts)
+class BadTokenAttemptsAdmin(admin.ModelAdmin):
+    """The API's bad-token throttle per client address: seen by staff; deleting a row lifts its block at once."""
+
+    list_display = ("address", "failures", "window_started", "blocked_until")
+    search_fields = ("address",)
+    ordering = ("-window_started",)
+    readonly_fields = ("address", "failures", "window_started", "blocked_until")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -412,3 +412,6 @@ __all__ = [
     "SubscriptionLifecycle",
     "SubscriptionLifecycleEvent",
 ]
+
+# Kept in a module of their own (they are about API access, not products); imported so Django finds them.
+from subscriptions.access_models import BadTokenAttempts  # noqa: E402, F401

@@ -214,3 +214,16 @@ class ProcessStepFactory(factory.django.DjangoModelFactory):
     seconds = 0.0
     completed_at = factory.LazyFunction(timezone.now)
     started_at = factory.LazyAttribute(lambda step: step.completed_at - timedelta(seconds=step.seconds))
+
+
+def api_token(user=None, *, expires_in=None):
+    """The key of a new API token for `user` (a new user when None), as `manage.py create_api_token` issues it.
+
+    `expires_in`: a timedelta; None (the default here) for the configured default expiry.
+    """
+    from subscriptions import api_tokens
+
+    user = user or UserFactory()
+    if expires_in is None:
+        return api_tokens.create_token(user.get_username()).key
+    return api_tokens.create_token(user.get_username(), expires_in).key

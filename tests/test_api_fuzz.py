@@ -8,7 +8,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
-from rest_framework.authtoken.models import Token
 from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
@@ -25,7 +24,7 @@ from processes.engine_settings import set_engine_paused
 from processes.models import ProcessSubscription
 from processes.services import start_process
 from subscriptions.models import Product
-from tests.factories import UserFactory
+from tests.factories import UserFactory, api_token
 from workflows.node.demo import load_demo_products
 from workflows.sync import sync_workflows
 
@@ -130,7 +129,7 @@ def test_every_operation_answers_as_its_schema_says(live_server):
     load_demo_products()
     sync_workflows()
     admin = UserFactory(username="fuzzer", is_staff=True, is_superuser=True)
-    token = Token.objects.create(user=admin).key
+    token = api_token(admin)
     ids = known_ids(admin)
     callback = awaiting_callback()
     schema = schemathesis.openapi.from_url(f"{live_server.url}/api/schema/")

@@ -9,12 +9,11 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from processes.models import Process
 from processes.services import start_process
-from tests.factories import ProcessFactory, UserFactory
+from tests.factories import ProcessFactory, UserFactory, api_token
 from tests.processes.wait_flows import FakeSystem
 
 pytestmark = pytest.mark.django_db
@@ -112,7 +111,7 @@ def test_the_page_s_first_check_is_a_304_from_one_query_beyond_the_login(staff_c
     assert unchanged.status_code == 304 and unchanged.headers["ETag"] == live["live-etag"]
     # With a token: the token and its user in one, then the process row.
     token = APIClient()
-    token.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=staff_user).key}")
+    token.credentials(HTTP_AUTHORIZATION=f"Token {api_token(staff_user)}")
     with django_assert_max_num_queries(2):
         assert token.get(live["live-url"], **check).status_code == 304
 

@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 from django.db import OperationalError
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from processes import health
@@ -15,7 +14,7 @@ from processes.engine_settings import engine_status, pause_engine, resume_engine
 from processes.models import EngineSettings, Process, ProcessLease, ProcessStatus
 from processes.services import start_process
 from subscriptions.models import Product
-from tests.factories import SubscriptionFactory, UserFactory
+from tests.factories import SubscriptionFactory, UserFactory, api_token
 from workflows.registry import get_workflow
 from workflows.sync import workflow_row
 
@@ -24,7 +23,7 @@ ENGINE = "/api/settings/engine/"
 
 def client_for(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

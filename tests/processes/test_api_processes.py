@@ -11,7 +11,6 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from processes import idempotency
@@ -27,7 +26,7 @@ from processes.models import (
 from processes.services import start_process
 from processes.statelog import diff as state_delta
 from subscriptions.models import Product, Subscription
-from tests.factories import SubscriptionFactory, UserFactory
+from tests.factories import SubscriptionFactory, UserFactory, api_token
 from tests.processes import flows
 from workflows.dsl import begin
 from workflows.node.products import NodeProduct
@@ -136,10 +135,10 @@ def test_staff_without_the_permission_cannot_start_but_a_superuser_and_a_granted
 
 @runs
 def test_a_token_authenticates(runner):
-    token = Token.objects.create(user=runner)
+    token = api_token(runner)
     api = APIClient()
 
-    response = api.post(URL, {"workflow": "t_writes"}, format="json", headers={"Authorization": f"Token {token.key}"})
+    response = api.post(URL, {"workflow": "t_writes"}, format="json", headers={"Authorization": f"Token {token}"})
 
     assert response.status_code == 201
     assert Process.objects.get().created_by == "runner"

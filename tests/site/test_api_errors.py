@@ -8,7 +8,7 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
-from tests.factories import UserFactory
+from tests.factories import UserFactory, api_token
 
 
 @pytest.fixture
@@ -47,21 +47,6 @@ def test_anonymous_requests_get_401_json_with_a_token_challenge(db):
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == "Token"
     assert response.json() == {"detail": "Authentication credentials were not provided."}
-
-
-def test_a_token_issued_by_the_documented_command_authenticates(db):
-    from io import StringIO
-
-    from django.core.management import call_command
-
-    UserFactory(username="robot")
-    out = StringIO()
-    call_command("drf_create_token", "robot", stdout=out)
-    key = out.getvalue().split()[2]
-
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
-    assert client.get("/api/subscriptions/").status_code == 200
 
 
 # --- deeply nested JSON -------------------------------------------------------------------------------
@@ -142,11 +127,8 @@ def test_unknown_api_urls_and_malformed_ids_answer_the_json_404(api, settings, u
 @pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
 def test_any_method_on_an_unknown_api_url_is_the_json_404(db, method):
     # A token client has no CSRF cookie: it must still learn that the URL is wrong.
-    from rest_framework.authtoken.models import Token
-
-    token = Token.objects.create(user=UserFactory())
     client = APIClient(enforce_csrf_checks=True)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token()}")
 
     response = getattr(client, method)("/api/processes/x/y/", data="{}", content_type="application/json")
 

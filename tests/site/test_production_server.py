@@ -249,9 +249,9 @@ def create_staff_user(username: str = "operator"):
 
 def api_authorization(user) -> str:
     """The Authorization header an API client sends as `user`: the one place that knows how tokens are made."""
-    from rest_framework.authtoken.models import Token
+    from tests.factories import api_token
 
-    return f"Token {Token.objects.create(user=user).key}"
+    return f"Token {api_token(user)}"
 
 
 class Assets(HTMLParser):

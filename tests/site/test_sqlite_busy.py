@@ -35,11 +35,11 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from django.core.wsgi import get_wsgi_application
-from rest_framework.authtoken.models import Token
+from subscriptions.api_tokens import create_token
 
 call_command("migrate", verbosity=0)
 user = get_user_model().objects.create_superuser("ops", "ops@example.org", sys.argv[1])
-token = Token.objects.create(user=user).key
+token = create_token(user.username).key
 server = ThreadedWSGIServer(("127.0.0.1", 0), WSGIRequestHandler)
 server.set_app(get_wsgi_application())
 print(server.server_address[1], token, flush=True)

@@ -15,7 +15,9 @@ from django.db import connection
 from django.db.models import Model
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
+from subscriptions.access_models import BadTokenAttempts
 from subscriptions.admin import CustomerFilter
 from subscriptions.models import (
     FixedInput,
@@ -141,6 +143,11 @@ def lifecycle_event() -> SubscriptionLifecycleEvent:
     return SubscriptionFactory(lifecycle=SubscriptionLifecycle.ACTIVE).lifecycle_events.first()
 
 
+def bad_token_attempts() -> BadTokenAttempts:
+    return BadTokenAttempts.objects.create(address=f"192.0.2.{BadTokenAttempts.objects.count() + 1}", failures=2,
+                                           window_started=timezone.now())
+
+
 # One object of each model registered in the admin, with related rows for its inlines.
 MAKERS: dict[type[Model], Callable[[], Model]] = {
     Product: product_with_parts,
@@ -152,6 +159,7 @@ MAKERS: dict[type[Model], Callable[[], Model]] = {
     SubscriptionInstanceValue: SubscriptionInstanceValueFactory,
     SubscriptionLifecycleEvent: lifecycle_event,
     SubscriptionInstanceRelation: SubscriptionInstanceRelationFactory,
+    BadTokenAttempts: bad_token_attempts,
 }
 each_model = pytest.mark.parametrize("model", list(MAKERS), ids=lambda model: model.__name__)
 
@@ -460,6 +468,18 @@ def test_instances_values_and_relations_cannot_be_added_changed_or_deleted(
     assert "Are you sure" not in response.content.decode()
     assert model.objects.filter(pk=obj.pk).values().get() == row_before
     assert dict(Subscription.objects.values_list("pk", "version")) == versions_before
+
+
+def test_staff_lift_an_addresses_bad_token_block_by_deleting_its_row_but_never_add_or_change_one(
+    staff_client: Any,
+) -> None:
+    row = bad_token_attempts()
+    assert staff_client.get(reverse("admin:subscriptions_badtokenattempts_add")).status_code == 403
+    assert staff_client.post(change_url(row), {"failures": "0"}).status_code == 403
+
+    delete_url = reverse("admin:subscriptions_badtokenattempts_delete", args=[row.pk])
+    assert staff_client.post(delete_url, {"post": "yes"}).status_code == 302
+    assert not BadTokenAttempts.objects.exists()
 
 
 def test_an_ip_address_cannot_be_typed_into_an_active_subscriptions_value(staff_client: Any) -> None:

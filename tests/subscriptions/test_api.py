@@ -17,7 +17,6 @@ from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.plumbing import _load_enum_name_overrides
 from drf_spectacular.settings import patched_settings, spectacular_settings
 from drf_spectacular.validation import validate_schema
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from processes.models import Process
@@ -38,6 +37,7 @@ from tests.factories import (
     SubscriptionFactory,
     UserFactory,
     WorkflowFactory,
+    api_token,
 )
 from workflows.node.demo import load_demo_products
 from workflows.node.products import NodeProduct
@@ -130,9 +130,8 @@ def test_any_authenticated_user_may_read(urls, is_staff):
 
 
 def test_token_authentication(urls):
-    token = Token.objects.create(user=UserFactory())
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token()}")
     for url in urls:
         assert client.get(url).status_code == 200, url
 

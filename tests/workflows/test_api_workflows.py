@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from subscriptions.models import Product
-from tests.factories import UserFactory
+from tests.factories import UserFactory, api_token
 from workflows.models import Workflow
 from workflows.node.demo import load_demo_products
 from workflows.registry import all_workflows
@@ -28,7 +27,7 @@ def catalogue():
 def api() -> APIClient:
     user = UserFactory(username="reader")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 
