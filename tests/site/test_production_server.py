@@ -168,6 +168,10 @@ def server_environment(static_root: Path, bind: str) -> dict[str, str]:
         "ORCHESTRATOR_EXECUTOR": "threadpool",
         # As a log collector reads them: every line the server writes (gunicorn's and Django's) is checked.
         "LOG_FORMAT": "json",
+        # Behind one proxy, which says who the client is (X-Forwarded-For): the bad-token throttle counts per
+        # client, so the throttling test's "attacker" is not this test's own loopback address.
+        "ORCHESTRATOR_TRUSTED_PROXY_COUNT": "1",
+        "ORCHESTRATOR_API_BAD_TOKEN_LIMIT": "3",
     }
 
 
@@ -448,3 +452,25 @@ def test_every_line_the_server_logs_is_json_with_the_request_id_it_answered(prod
     not_found = [line for line in parsed if line.get("request_id") == "prod-log-check-1"]
     assert [(line["logger"], line["level"]) for line in not_found] == [("django.request", "WARNING")]
     assert "Not Found: /no-such-page/" in not_found[0]["message"]
+
+
+def test_repeated_bad_tokens_from_one_client_get_429_with_retry_after_and_other_clients_go_on(production_server):
+    from tests.factories import SubscriptionFactory
+
+    url = f"/api/subscriptions/{SubscriptionFactory().subscription_id}/"
+    good = api_authorization(create_staff_user("throttle-check"))
+
+    def from_client(address: str, authorization: str) -> Answer:
+        return production_server.get(url, headers={"Authorization": authorization, "X-Forwarded-For": address})
+
+    wrong = "Token " + "0" * 64
+    assert [from_client("203.0.113.7", wrong).status for _ in range(3)] == [401, 401, 401]
+    refused = from_client("203.0.113.7", wrong)
+
+    assert refused.status == 429, refused.text
+    assert 0 < int(refused.header("Retry-After")) <= 300
+    assert "try again in" in refused.json()["detail"]
+    # Blocked is blocked: a right key from that client is refused too (a 200 would tell a guesser it was right).
+    assert from_client("203.0.113.7", good).status == 429
+    # Everyone else goes on.
+    assert from_client("198.51.100.20", good).status == 200
