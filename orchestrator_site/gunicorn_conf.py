@@ -1,7 +1,7 @@
 """Gunicorn's settings for the web process, read from the environment: `gunicorn -c orchestrator_site/gunicorn_conf.py`.
 
 Every value below can be set from the environment (README, "Deploy"); the defaults suit one machine behind a
-TLS proxy. Gunicorn reads this module itself, before Django is set up: it imports only the standard library.
+TLS proxy. Gunicorn reads this module itself, before Django is set up: it imports nothing of Django's.
 
 Why WSGI and threads (gthread), not ASGI: the admin's live pages poll with short GET requests answered from
 the database, with ETags (304 when nothing changed: processes/live.py), and nothing streams or holds a
@@ -13,6 +13,11 @@ executor each gunicorn worker process also runs processes in its own pool (THREA
 from __future__ import annotations
 
 import os
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+from orchestrator_site.logredact import redact
 
 
 def _env_int(name: str, default: int, minimum: int) -> int:
@@ -114,3 +119,17 @@ if (os.environ.get("LOG_FORMAT") or "").strip().lower() == "json":
         },
         "root": {"handlers": [], "level": "WARNING"},
     }
+
+
+class RedactingLogger(Logger):
+    """Gunicorn's logger, with callback tokens masked in the access log's request line and path (logredact)."""
+
+    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
+        atoms = super().atoms(resp, req, environ, request_time)
+        for key, value in atoms.items():
+            if isinstance(value, str) and "/callback/" in value:
+                atoms[key] = redact(value)
+        return atoms
+
+
+logger_class = RedactingLogger

@@ -305,13 +305,17 @@ _django_log_level = "INFO" if LOG_LEVEL == "DEBUG" else LOG_LEVEL
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "orchestrator_site.logcontext.ContextFilter"}},
+    "filters": {
+        "context": {"()": "orchestrator_site.logcontext.ContextFilter"},
+        # Callback tokens (the credential in a callback URL's path) never reach a log line.
+        "redact": {"()": "orchestrator_site.logredact.RedactFilter"},
+    },
     "formatters": {
         "plain": {"()": "orchestrator_site.logformat.PlainFormatter"},
         "json": {"()": "orchestrator_site.logformat.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact", "context"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # Django applies its DEFAULT_LOGGING before this: the "django" logger gets a console handler of its own

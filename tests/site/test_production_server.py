@@ -474,3 +474,22 @@ def test_repeated_bad_tokens_from_one_client_get_429_with_retry_after_and_other_
     assert from_client("203.0.113.7", good).status == 429
     # Everyone else goes on.
     assert from_client("198.51.100.20", good).status == 200
+
+
+def test_a_callback_token_in_a_url_never_reaches_the_servers_log(production_server):
+    # The token in a callback URL's path is the external system's credential: gunicorn's access log and
+    # Django's "Not Found" line both log the path, masked.
+    token = "SecretCallbackToken-" + secrets.token_urlsafe(16)
+    answer = production_server.request(
+        "POST", f"/api/processes/00000000-0000-4000-8000-000000000000/callback/{token}/", body=b"{}",
+        headers={"Content-Type": "application/json", "X-Request-ID": "callback-log-check"})
+    assert answer.status == 404
+
+    deadline = time.monotonic() + 5  # the access line is written after the answer
+    log = production_server.log.read_text()
+    while "/callback/***/" not in log.split("callback-log-check", 1)[-1] and time.monotonic() < deadline:
+        time.sleep(0.1)
+        log = production_server.log.read_text()
+    assert token not in log
+    masked = [json.loads(line) for line in log.splitlines() if "/callback/***/" in line]
+    assert {line["logger"] for line in masked} >= {"django.request", "gunicorn.access"}
