@@ -133,3 +133,17 @@ class RedactingLogger(Logger):
 
 
 logger_class = RedactingLogger
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """A worker stopping (SIGTERM, a restart, a timeout): its embedded scheduler first, so that no tick hands new
+    processes to a pool that is going away, then its process pool, let finish what it runs and has queued
+    (within GUNICORN_GRACEFUL_TIMEOUT; a run cut short there is recovered by another scheduler's sweep)."""
+    try:
+        from processes import scheduler_thread
+        from processes.executors import threadpool
+    except Exception:  # the application never loaded in this worker: nothing of it runs
+        return
+    scheduler_thread.stop()
+    threadpool.shutdown(wait=True)
+    server.log.info("worker stopping: the embedded scheduler stopped, the process pool finished")

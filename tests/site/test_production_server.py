@@ -201,21 +201,21 @@ def _wait_until_it_answers(server: ProductionServer) -> None:
     pytest.fail(f"gunicorn did not answer /api/health/ within {BOOT_SECONDS:.0f}s:\n{server.log_tail()}")
 
 
-@pytest.fixture(scope="module")
-def production_server(django_db_setup, tmp_path_factory) -> Iterator[ProductionServer]:
-    if connection.vendor != "postgresql":
-        pytest.skip("the production server runs on PostgreSQL")
-    folder = tmp_path_factory.mktemp("production-server")
+@contextlib.contextmanager
+def serving(folder: Path, **overrides: str) -> Iterator[ProductionServer]:
+    """gunicorn in the production profile on the test database (static files collected into `folder`), until the
+    block ends; `overrides` go into its environment."""
     static_root = folder / "static"
     # A loopback socket bound here and handed to gunicorn (fd://): no free port to guess, none to lose.
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    env = server_environment(static_root, f"fd://{listener.fileno()}")
-    collected = subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=ROOT,
-                               env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert collected.returncode == 0, collected.stderr
-    assert (static_root / "staticfiles.json").is_file()  # the manifest of the hashed names
+    env = {**server_environment(static_root, f"fd://{listener.fileno()}"), **overrides}
+    if not (static_root / "staticfiles.json").is_file():
+        collected = subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v0"], cwd=ROOT,
+                                   env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert collected.returncode == 0, collected.stderr
+        assert (static_root / "staticfiles.json").is_file()  # the manifest of the hashed names
 
     log = folder / "gunicorn.log"
     with log.open("wb") as out:
@@ -230,6 +230,14 @@ def production_server(django_db_setup, tmp_path_factory) -> Iterator[ProductionS
         yield server
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="module")
+def production_server(django_db_setup, tmp_path_factory) -> Iterator[ProductionServer]:
+    if connection.vendor != "postgresql":
+        pytest.skip("the production server runs on PostgreSQL")
+    with serving(tmp_path_factory.mktemp("production-server")) as server:
+        yield server
 
 
 # --- Data the server is to see (committed: transactional_db) -----------------------------------------
@@ -493,3 +501,20 @@ def test_a_callback_token_in_a_url_never_reaches_the_servers_log(production_serv
     assert token not in log
     masked = [json.loads(line) for line in log.splitlines() if "/callback/***/" in line]
     assert {line["logger"] for line in masked} >= {"django.request", "gunicorn.access"}
+
+
+def test_a_worker_told_to_stop_stops_its_scheduler_and_lets_its_processes_finish(tmp_path_factory):
+    # `make serve`'s whole single-machine set-up: the scheduler embedded in the worker. On SIGTERM the worker
+    # stops its scheduler first (no tick hands new processes to a pool going away), lets its pool finish, and
+    # exits cleanly within the graceful timeout.
+    folder = tmp_path_factory.mktemp("stopping-server")
+    with serving(folder, ORCHESTRATOR_EMBEDDED_SCHEDULER="true", ORCHESTRATOR_SWEEP_INTERVAL_SECONDS="0.5") as server:
+        deadline = time.monotonic() + 20
+        while '"embedded scheduler started' not in server.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        server.process.terminate()
+        assert server.process.wait(timeout=20) == 0, server.log_tail()
+
+    said = [json.loads(line)["message"] for line in server.log.read_text().splitlines() if line.strip()]
+    stopping = [message for message in said if message.startswith("worker stopping")]
+    assert stopping == ["worker stopping: the embedded scheduler stopped, the process pool finished"], said[-10:]

@@ -272,6 +272,9 @@ PLAIN_TABLE_SQL = {
 }
 
 
+# Outside a test transaction: SQLite's schema editor (the migration drops the old table) must turn foreign keys
+# off, which it cannot do inside one.
+@pytest.mark.django_db(transaction=True)
 def test_the_migration_hashes_each_plain_token_so_the_same_key_keeps_working_then_drops_the_plain_keys():
     """An upgrade from rest_framework.authtoken: its table as it was, two users' 40-character keys in it."""
     migration = importlib.import_module("subscriptions.migrations.0006_hash_plain_api_tokens")
@@ -303,6 +306,9 @@ def test_the_migration_hashes_each_plain_token_so_the_same_key_keeps_working_the
         assert rows_containing(plain[alice]) == [] and rows_containing(plain[bob]) == []
 
 
+# Outside a test transaction: SQLite's schema editor (the migration drops the old table) must turn foreign keys
+# off, which it cannot do inside one.
+@pytest.mark.django_db(transaction=True)
 def test_the_migration_does_nothing_on_a_database_that_never_had_plain_tokens():
     migration = importlib.import_module("subscriptions.migrations.0006_hash_plain_api_tokens")
 
