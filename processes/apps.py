@@ -24,5 +24,12 @@ class ProcessesConfig(AppConfig):
             scheduler_ticks,
         )
 
+        # What the workflows' standard steps need of processes (the link table, who holds a subscription),
+        # plugged in here: workflows never imports processes.
+        from processes.links import Links
+        from workflows.process_links import provide
+
+        provide(Links())
+
         # Only with ORCHESTRATOR["EMBEDDED_SCHEDULER"], and only in a process serving requests.
         scheduler_thread.maybe_start()

@@ -18,7 +18,7 @@ from processes.models import IdempotencyKey, Process
 
 logger = logging.getLogger(__name__)
 
-# How long a key is kept at the least: task_clean_up_tasks (workflows/scheduled.py) deletes keys older
+# How long a key is kept at the least: task_clean_up_tasks (processes/system_tasks.py) deletes keys older
 # than ORCHESTRATOR["IDEMPOTENCY_KEY_RETENTION_HOURS"] but never younger than this, so a client may repeat
 # a request for a day.
 IDEMPOTENCY_KEY_KEEP = timedelta(hours=24)

@@ -92,6 +92,12 @@ def holding_processes(subscription: Subscription) -> list[Holder]:
     return _holders_of([subscription.pk])[subscription.pk]
 
 
+def holding_processes_of(subscription_id: uuid.UUID | str) -> list[Holder]:
+    """holding_processes, by the subscription's id (nothing read to find the subscription itself)."""
+    pk = subscription_id if isinstance(subscription_id, uuid.UUID) else uuid.UUID(str(subscription_id))
+    return _holders_of([pk])[pk]
+
+
 class Surroundings:
     """What the checks need to know about one subscription, read once and only when a check asks for it
     (a read-only workflow's start needs none of it), in a constant number of queries."""

@@ -13,6 +13,7 @@ from subscriptions.services import get_subscription
 from subscriptions.snapshot import snapshot
 from workflows.dsl import State, Step, step
 from workflows.errors import SubscriptionOutOfSync, WorkflowNotStartable
+from workflows.process_links import process_links
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,8 @@ def create_subscription(product: str, customer_id: str, process_id: str, acting_
 
 @step("Link subscription to process")
 def link_subscription(subscription_id: str, process_id: str) -> State:
-    # Processes own the link table; a workflow step may write it (DESIGN.md: the link is how the two meet).
-    from processes.models import ProcessSubscription
-
-    ProcessSubscription.objects.get_or_create(process_id=process_id, subscription_id=subscription_id)
+    # The processes app owns the link table and writes it for the step (workflows.process_links).
+    process_links().link(process_id, subscription_id)
     return {}
 
 
@@ -55,12 +54,9 @@ def _take(subscription_id: str, process_id: str, workflow: str, *, reconcile: bo
                 subscription_id=subscription.subscription_id,
             )
         if not subscription.insync:
-            from processes.services import holding_processes, holds
-
-            holders = [h for h in holding_processes(subscription)
-                       if str(h.process_id) != process_id and holds(h)]
+            holders = process_links().other_holders(subscription_id, process_id)
             if holders or not reconcile:
-                held = f" (held by {holders[0].describe()})" if holders else ""
+                held = f" (held by {holders[0]})" if holders else ""
                 raise SubscriptionOutOfSync(
                     f"subscription {subscription.subscription_id} is already out of sync{held}; "
                     f"another process is working on it",

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from workflows import builtin, scheduled  # noqa: F401
+from workflows import builtin  # noqa: F401
 from workflows.node import ports as port_workflows  # noqa: F401
 from workflows.node import workflows as node_workflows  # noqa: F401

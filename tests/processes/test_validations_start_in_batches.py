@@ -149,7 +149,7 @@ def test_a_subscription_created_meanwhile_is_validated_only_when_its_id_comes_af
 
 def test_refusals_are_counted_over_all_batches_keeping_at_most_max_ids(catalogue, settings, monkeypatch):
     settings.ORCHESTRATOR = {"VALIDATION_BATCH_SIZE": 2}
-    monkeypatch.setattr("workflows.scheduled.MAX_IDS_IN_STATE", 2)
+    monkeypatch.setattr("processes.system_tasks.MAX_IDS_IN_STATE", 2)
     ids = nodes(7)
     out_of_sync = {ids[0], ids[3], ids[4], ids[6]}  # in batches 1, 2, 3 and 4
 

@@ -1,7 +1,7 @@
 """System tasks the scheduler starts (ORCHESTRATOR["SCHEDULE"]): nightly validation and clean-up.
 
-Both can also be started by hand like any task. Their steps import from the processes app inside the step,
-never at module level: the workflows app is imported by processes (models, engine), not the reverse.
+Both can also be started by hand like any task. They start and delete processes, so they live in the processes
+app (found by autodiscovery through processes/workflows.py): the workflows app never imports processes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import OrchestratorError
+from processes import services
+from processes.idempotency import IDEMPOTENCY_KEY_KEEP
+from processes.models import IdempotencyKey, Process, ProcessStatus, ScheduledRun
+from processes.notify_send import delete_old as delete_old_notifications
 from subscriptions.lifecycle import SubscriptionLifecycle
 from subscriptions.models import Subscription
 from workflows.dsl import Repeat, State, StepList, again, begin, step
@@ -41,9 +45,6 @@ def start_validations(created_by: str, validation_cursor: str | None = None, val
     A start that is refused (the subscription went out of sync meanwhile, or another reason) is counted,
     not failed: the next run of the task tries again.
     """
-    # Imported here, not at module level: processes imports workflows, and must be loaded first.
-    from processes.services import start_process
-
     size = max(int(orchestrator_setting("VALIDATION_BATCH_SIZE")), 1)
     specs = [spec for spec in all_workflows().values() if spec.target == Target.VALIDATE]
     subscriptions = Subscription.objects.filter(insync=True, status=SubscriptionLifecycle.ACTIVE)
@@ -62,7 +63,9 @@ def start_validations(created_by: str, validation_cursor: str | None = None, val
             if spec.product_types and product_type not in spec.product_types:
                 continue
             try:
-                start_process(spec.name, subscription_id=subscription_id, by=created_by)
+                # Through the module: what starts a process is looked up when called (tests put a failing one
+                # in its place to make a batch fail part-way).
+                services.start_process(spec.name, subscription_id=subscription_id, by=created_by)
             except OrchestratorError as exc:  # refused: nothing was written (its savepoint rolled back)
                 logger.info("validation of subscription %s not started: %s", subscription_id, exc)
                 refused.append(str(subscription_id))
@@ -93,11 +96,6 @@ def delete_old_tasks() -> State:
 
     Other workflows' processes are kept: they are the audit record of their subscriptions' changes.
     """
-    # Imported here, not at module level: processes imports workflows, and must be loaded first.
-    from processes.idempotency import IDEMPOTENCY_KEY_KEEP
-    from processes.models import IdempotencyKey, Process, ProcessStatus, ScheduledRun
-    from processes.notify_send import delete_old as delete_old_notifications
-
     now = timezone.now()
     task_days = float(orchestrator_setting("TASK_RETENTION_DAYS"))
     task_cutoff = now - timedelta(days=task_days)
@@ -147,8 +145,6 @@ def _delete_in_batches(processes: QuerySet) -> int:
     One delete of them all would name every id in one statement, and PostgreSQL takes at most 65,535
     parameters: past that, the clean-up would fail outright, every time, and never catch up.
     """
-    from processes.models import Process
-
     size = max(int(orchestrator_setting("CLEANUP_BATCH_SIZE")), 1)
     total = 0
     while True:
