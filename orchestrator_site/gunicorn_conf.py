@@ -17,32 +17,23 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+from orchestrator_site.env import BadEnvironmentValue, env_bool, env_int
 from orchestrator_site.logredact import redact
 
 
+# Gunicorn prints a SystemExit's message alone, where an exception would be a traceback.
 def _env_int(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
     try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        # SystemExit, not an exception: gunicorn then prints this line alone instead of a traceback.
-        raise SystemExit(f"{name}={raw!r} is not a whole number of at least {minimum}")
-    return value
+        return env_int(name, default, minimum)
+    except BadEnvironmentValue as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise SystemExit(f"{name}={os.environ[name]!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
+    try:
+        return env_bool(name, default)
+    except BadEnvironmentValue as exc:
+        raise SystemExit(str(exc)) from None
 
 
 wsgi_app = "orchestrator_site.wsgi:application"

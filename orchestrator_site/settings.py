@@ -11,42 +11,8 @@ from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from orchestrator_site.database_url import running_embedded_url, without_password
+from orchestrator_site.env import env_bool, env_int, env_list
 from orchestrator_site.paths import BASE_DIR, VAR_DIR
-
-
-def env_bool(name: str, default: bool) -> bool:
-    """Read a boolean from the environment; refuse anything that is not clearly yes or no."""
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
-
-
-def env_int(name: str, default: int, minimum: int = 0) -> int:
-    """Read a whole number from the environment; refuse anything else, or one below `minimum`."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number of at least {minimum}")
-    return value
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
 
 # --- Profile -------------------------------------------------------------------------------------
 # DJANGO_ENV=production switches on every hardening setting that `check --deploy` asks for and makes
