@@ -21,6 +21,8 @@ class ProcessStatus(models.TextChoices):
     SUSPENDED = "suspended", "suspended"
     WAITING = "waiting", "waiting"
     AWAITING_CALLBACK = "awaiting_callback", "awaiting callback"
+    # Its sub-processes step started child processes; it goes on when every one of them has ended.
+    AWAITING_CHILDREN = "awaiting_children", "awaiting children"
     COMPLETED = "completed", "completed"
     FAILED = "failed", "failed"
     ABORTED = "aborted", "aborted"
@@ -36,6 +38,7 @@ class StepStatus(models.TextChoices):
     WAITING = "waiting", "waiting"
     AWAITING_CALLBACK = "awaiting_callback", "awaiting callback"
     CALLBACK = "callback", "callback received"
+    AWAITING_CHILDREN = "awaiting_children", "children started"
     FAILED = "failed", "failed"
     ABORT = "abort", "abort"
     COMPLETE = "complete", "complete"
@@ -83,6 +86,18 @@ class Process(FSMModelMixin, models.Model):
     # rewrite every index of the table (no HOT update). This one changes only when a process stops or is
     # touched while not running. processes.recently_modified orders the list by last_modified_at with it.
     settled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A child process (processes.joins): the parent whose sub-processes step (at position `parent_step`)
+    # started it for item `child_index` of its list. `child_round` counts the children made for one item:
+    # 1, and one more each time a retry of the parent replaces an aborted child. Unique together, so one
+    # item never has two children of one round, whatever crashes and retries happen.
+    parent = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="children",
+                               db_index=False)
+    parent_step = models.PositiveIntegerField(null=True, blank=True)
+    child_index = models.PositiveIntegerField(null=True, blank=True)
+    child_round = models.PositiveSmallIntegerField(db_default=1)  # the engine's SQL insert leaves it out
+    # A child's result for its parent, written in the child's final transaction (its final state, less
+    # the engine's own keys); the parent's join reads these instead of rebuilding every child's log.
+    result = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-started_at"]
@@ -98,6 +113,13 @@ class Process(FSMModelMixin, models.Model):
             models.Index(fields=["workflow", "-started_at"], name="process_workflow_started"),
             # Ordering by last_modified_at (not indexed itself: see settled_at).
             models.Index(fields=["-settled_at"], name="process_settled"),
+            # A parent's children in item order (the join counts them, the detail page lists them).
+            models.Index(fields=["parent", "parent_step", "child_index"], name="process_children",
+                          condition=models.Q(parent__isnull=False)),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["parent", "parent_step", "child_index", "child_round"],
+                                    name="unique_child_per_item", condition=models.Q(parent__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -144,6 +166,11 @@ class Process(FSMModelMixin, models.Model):
         self.traceback = ""
         self.next_retry_at = until
 
+    @transition(field=status, source=P.RUNNING, target=P.AWAITING_CHILDREN)
+    def await_children(self) -> None:
+        """Its sub-processes step started children: it waits, holding no worker, until all have ended."""
+        self.next_retry_at = None
+
     @transition(field=status, source=P.AWAITING_CALLBACK, target=P.FAILED)
     def miss_callback(self, reason: str) -> None:
         """No callback came before the deadline (or it came too late)."""
@@ -158,7 +185,8 @@ class Process(FSMModelMixin, models.Model):
         self.traceback = traceback
         self.next_retry_at = None
 
-    @transition(field=status, source=[*RETRYABLE, P.SUSPENDED, P.AWAITING_CALLBACK], target=P.RESUMED)
+    @transition(field=status, source=[*RETRYABLE, P.SUSPENDED, P.AWAITING_CALLBACK, P.AWAITING_CHILDREN],
+                target=P.RESUMED)
     def resume(self) -> None:
         # The process runs again: its row no longer shows the old failure (the failed step rows keep it).
         self.next_retry_at = None
