@@ -19,6 +19,9 @@ The contract (the README's "The engine's guarantees"):
   runs resumes from the state of the last committed run (the step keeps its cursor there).
 - A callback step or a timer that goes to wait (processes.waits) ends the run in its step's transaction: the
   process is `awaiting_callback` or `waiting` with the moment the sweep acts, and no run holds it.
+- A children step (sub-processes, parallel branches: processes.joins) creates its children in its step's
+  transaction and leaves the process `awaiting_children`, held by no run; a child's final transaction wakes
+  it when no other child is left unfinished.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from django.utils import timezone
 
 from orchestrator_site import logcontext
 from orchestrator_site.conf import orchestrator_setting
-from processes import leases, statelog, steplog, waits
+from processes import joins, leases, statelog, steplog, waits
 from processes.dberrors import connection_lost, drop_connection
 from processes.errors import StepError
 
@@ -238,8 +241,9 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: s
                         started=started, finished=timezone.now(), lease=lease)
         return _Outcome(True, state, locked.current_step + 1, entry.since)
 
-    if step.kind in (StepKind.CALLBACK, StepKind.TIMER):
-        run = waits.run_callback if step.kind == StepKind.CALLBACK else waits.run_timer
+    if step.kind in (StepKind.CALLBACK, StepKind.TIMER, StepKind.CHILDREN):
+        run = {StepKind.CALLBACK: waits.run_callback, StepKind.TIMER: waits.run_timer,
+               StepKind.CHILDREN: joins.run_children_step}[step.kind]
         going_on = run(locked, step, state, since, started, lease)
         if going_on is None:  # the process waits now, held by no run
             return _Outcome(False, released=True)
@@ -259,6 +263,9 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: s
         steplog.advance(locked, step_name=step.name, step_status=StepStatus.COMPLETE, entry=entry,
                         started=started, finished=timezone.now(), new_status=process.status, lease=lease,
                         last=True)
+        if locked.parent_id is not None:
+            # The join, in this final transaction: the last child to end wakes its parent (processes.joins).
+            joins.child_completed(locked, new_state)
         return _Outcome(False, released=True)
     steplog.advance(locked, step_name=step.name, step_status=StepStatus.SUCCESS, entry=entry,
                     started=started, finished=timezone.now(), lease=lease)

@@ -90,7 +90,7 @@ class Process(FSMModelMixin, models.Model):
     # started it for item `child_index` of its list. `child_round` counts the children made for one item:
     # 1, and one more each time a retry of the parent replaces an aborted child. Unique together, so one
     # item never has two children of one round, whatever crashes and retries happen.
-    parent = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="children",
+    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="children",
                                db_index=False)
     parent_step = models.PositiveIntegerField(null=True, blank=True)
     child_index = models.PositiveIntegerField(null=True, blank=True)
@@ -169,6 +169,13 @@ class Process(FSMModelMixin, models.Model):
     @transition(field=status, source=P.RUNNING, target=P.AWAITING_CHILDREN)
     def await_children(self) -> None:
         """Its sub-processes step started children: it waits, holding no worker, until all have ended."""
+        self.next_retry_at = None
+
+    @transition(field=status, source=P.AWAITING_CHILDREN, target=P.FAILED)
+    def children_aborted(self, reason: str) -> None:
+        """A child it waited for was aborted: it cannot go on with that child's result (processes.joins)."""
+        self.failed_reason = reason
+        self.traceback = ""
         self.next_retry_at = None
 
     @transition(field=status, source=P.AWAITING_CALLBACK, target=P.FAILED)

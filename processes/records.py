@@ -59,6 +59,10 @@ def abort_locked(process: Process, who: str, reason: str = "") -> str:
     # An awaited callback's token stops working with it.
     CallbackToken.objects.filter(process=process, closed_at__isnull=True).update(
         closed_at=now, closed_reason=text[:500])
+    from processes import joins  # joins starts children through the services, which reach this module
+
+    # A child's end wakes its parent when it was the last; a parent's unfinished children are aborted too.
+    joins.after_abort(process, who, reason)
     logger.info("process %s: %s", process.process_id, text)
     return text
 

@@ -25,6 +25,7 @@ from orchestrator_site.errors import OrchestratorError
 from processes import engine
 from processes.callbacks import fail_overdue
 from processes.dberrors import connection_lost
+from processes.joins import sweep as joins_sweep
 from processes.models import ProcessStatus, ScheduledRun
 from processes.notify_send import send_due as send_due_notifications
 from processes.recovery import SCHEDULER_ACTOR, recover_stalled_processes, retry_due_processes, wake_due_timers
@@ -191,6 +192,8 @@ class TickReport:
     started: list[uuid.UUID] = field(default_factory=list)
     woken: list[uuid.UUID] = field(default_factory=list)
     expired: list[uuid.UUID] = field(default_factory=list)
+    # Parents woken (or children aborted) by the joins' sweep: a join or a cascade that was missed.
+    joined: list[uuid.UUID] = field(default_factory=list)
     # Notifications of failures sent by this tick (ids; see processes/notify_send.py).
     notified: list[int] = field(default_factory=list)
     # The parts that raised (logged with their traceback); the others still ran.
@@ -199,7 +202,8 @@ class TickReport:
     def __str__(self) -> str:
         text = (f"retried {len(self.retried)} waiting process(es), recovered {len(self.recovered)} stalled "
                 f"one(s), started {len(self.started)} scheduled task(s), woke {len(self.woken)} timer(s), failed "
-                f"{len(self.expired)} callback(s) past their deadline, sent {len(self.notified)} notification(s)")
+                f"{len(self.expired)} callback(s) past their deadline, mended {len(self.joined)} join(s), sent "
+                f"{len(self.notified)} notification(s)")
         return text + (f"; failed: {', '.join(self.failed)}" if self.failed else "")
 
 
@@ -214,6 +218,7 @@ def tick(now: datetime | None = None) -> TickReport:
     parts = (("retried", retry_due_processes), ("woken", wake_due_timers),
              ("expired", lambda when: fail_overdue(when, who=SCHEDULER_ACTOR)),
              ("recovered", recover_stalled_processes),
+             ("joined", joins_sweep),
              ("started", lambda when: start_due_tasks(when, failures=task_failures)),
              # Last: a receiver that is slow to answer delays no other part (and it sends the failures above).
              ("notified", send_due_notifications))

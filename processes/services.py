@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -36,6 +37,16 @@ from workflows.registry import WorkflowSpec, get_workflow
 from workflows.sync import workflow_row
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChildOf:
+    """Where a child process belongs: its parent, the parent's children step, the item and its round."""
+
+    parent_id: uuid.UUID | str
+    step: int
+    index: int
+    round: int = 1
 
 
 def _authorize(spec: WorkflowSpec, user: Any, subscription: Subscription | None, action: str) -> None:
@@ -74,6 +85,33 @@ def start_process(
     the current one, the start is refused (409) instead of acting on a subscription the user has not seen.
     """
     spec = get_workflow(workflow_name)
+    if spec.branch_of:
+        raise WorkflowNotStartable(f"cannot start {spec.name}: it is a branch of a parallel step of {spec.branch_of}, "
+                                   f"and runs only inside that workflow's processes")
+    validated = _checked_input(spec, subscription_id, user_input)
+    process = _start(spec, subscription_id, validated, by=by, subscription_version=subscription_version)
+    logger.info("process %s: started %s by %s", process.process_id, spec.name, process.created_by)
+    return engine.get_process(process.process_id)
+
+
+def start_child(spec: WorkflowSpec, *, parent: ChildOf, user_input: Any, by: Any) -> Process:
+    """Start a child process of `spec` for one item of a parent's children step (processes.joins), in the
+    caller's transaction (the parent step's): the same checks as any start, then linked to its parent.
+
+    A branch of a parallel step gets the parent's state as it is (checked when the parent got it); a
+    sub-process's item is checked by the child workflow's form, and its `subscription_id` is the
+    subscription the child works on.
+    """
+    if spec.branch_of:
+        validated, subscription_id = dict(user_input), None
+    else:
+        item = dict(user_input)
+        subscription_id = item.pop("subscription_id", None) if spec.needs_subscription else None
+        validated = _checked_input(spec, subscription_id, item)
+    return _start(spec, subscription_id, validated, by=by, child=parent)
+
+
+def _checked_input(spec: WorkflowSpec, subscription_id: Any, user_input: Any) -> dict[str, Any]:
     if spec.needs_subscription and subscription_id in (None, ""):
         raise InvalidInput(
             f"cannot start {spec.name}: it works on a subscription; give the subscription's id",
@@ -84,7 +122,11 @@ def start_process(
             f"cannot start {spec.name}: it is a {spec.target} workflow and takes no subscription",
             errors={"subscription": ["This workflow takes no subscription."]},
         )
-    validated = validate_input(spec.initial_input_form, user_input, what=f"input for {spec.name}")
+    return validate_input(spec.initial_input_form, user_input, what=f"input for {spec.name}")
+
+
+def _start(spec: WorkflowSpec, subscription_id: Any, validated: dict[str, Any], *, by: Any,
+           subscription_version: int | None = None, child: ChildOf | None = None) -> Process:
     with transaction.atomic():
         subscription = None
         state: dict[str, Any] = dict(validated)
@@ -115,11 +157,15 @@ def start_process(
             state["subscription_id"] = str(subscription.subscription_id)
         _authorize(spec, by, subscription, "start")
         process = operations.create_process(spec, state, by=by, user_input=validated)
+        if child is not None:
+            # Linked in the same transaction as its creation (the parent step's): a child exists with its
+            # link or not at all. The unique (parent, step, item, round) refuses a second child for the item.
+            Process.objects.filter(pk=process.process_id).update(
+                parent_id=child.parent_id, parent_step=child.step, child_index=child.index, child_round=child.round)
         if subscription is not None:
             ProcessSubscription.objects.create(process=process, subscription=subscription)
         submit_after_commit(process.process_id)
-    logger.info("process %s: started %s by %s", process.process_id, spec.name, process.created_by)
-    return engine.get_process(process.process_id)
+    return process
 
 
 def _refused(spec: WorkflowSpec, reasons: list[Refusal], subscription: Subscription | None) -> Exception:

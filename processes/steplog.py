@@ -41,6 +41,9 @@ class Locked:
     lease_owner: str | None = None
     abort_requested_by: str | None = None
     abort_reason: str = ""
+    # A child process's parent and the parent's step that started it (processes.joins); None otherwise.
+    parent_id: uuid.UUID | str | None = None
+    parent_step: int | None = None
 
 
 def _column(model: type, name: str) -> str:
@@ -55,7 +58,7 @@ def _table(model: type) -> str:
 def _lock_sql(vendor: str, for_update: bool) -> str:
     p, w, e, lt = _table(Process), _table(Workflow), _table(EngineSettings), _table(ProcessLease)
     columns = ", ".join(f"p.{_column(Process, name)}" for name in (
-        "status", "current_step", "current_attempt", "workflow_version", "acting_user"))
+        "status", "current_step", "current_attempt", "workflow_version", "acting_user", "parent", "parent_step"))
     lease_columns = ", ".join(f"l.{_column(ProcessLease, name)}" for name in (
         "owner", "abort_requested_at", "abort_requested_by", "abort_reason"))
     # Only the process row is locked: the run record stays writable (an abort request) while a step runs.
@@ -123,12 +126,13 @@ def lock(process_id: uuid.UUID | str) -> Locked | None:
     row = run.run((sql,), ([run.pk(process_id)],), fetch=True)
     if row is None:
         return None
-    (status, current_step, attempt, version, acting_user, workflow_name, paused,
+    (status, current_step, attempt, version, acting_user, parent_id, parent_step, workflow_name, paused,
      owner, abort_at, abort_by, abort_reason) = row
     if isinstance(version, str | bytes):
         version = json.loads(version)
     return Locked(process_id, status, current_step, attempt, version, acting_user, workflow_name, bool(paused),
-                  owner, (abort_by or "?") if abort_at is not None else None, abort_reason or "")
+                  owner, (abort_by or "?") if abort_at is not None else None, abort_reason or "", parent_id,
+                  parent_step)
 
 
 _STEP_COLUMNS = ("process", "name", "status", "state", "delta", "created_by", "started_at", "completed_at", "attempt")

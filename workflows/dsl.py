@@ -47,6 +47,7 @@ class StepKind(StrEnum):
     ABORT = "abort"
     CALLBACK = "callback"
     TIMER = "timer"
+    CHILDREN = "children"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class Step:
     params: tuple[Param, ...] = field(default=())
     # A callback step's validate step, deadline and result key (CallbackSpec); None for other kinds.
     callback: CallbackSpec | None = None
+    # A sub-processes or parallel step's children (workflows.compose.ChildrenSpec); None for other kinds.
+    children: Any = None
 
     def __rshift__(self, other: Step | StepList) -> StepList:
         return StepList([self]) >> other

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -53,6 +54,9 @@ class WorkflowSpec:
     # A reconcile workflow may also start on an out-of-sync subscription that no process holds: bringing
     # a drifted subscription back in line is what it is for.
     reconciles: bool = False
+    # A branch of a parallel step (workflows.compose): the name of the workflow it belongs to. It runs only as
+    # a child of that workflow's processes, never started by itself.
+    branch_of: str = ""
 
     @property
     def needs_subscription(self) -> bool:
@@ -122,6 +126,7 @@ def workflow(
                 f"workflow {workflow_name} has more than one step named {', '.join(map(repr, duplicates))}: step "
                 f"names identify a process's position when it is retried, so they must be unique"
             )
+        steps = _declare_branches(workflow_name, steps, func.__module__)
         spec = WorkflowSpec(
             name=workflow_name,
             description=description,
@@ -142,6 +147,35 @@ def workflow(
         return spec
 
     return decorate
+
+
+def _declare_branches(workflow_name: str, steps: StepList, module: str) -> StepList:
+    """Declare a workflow for each branch of each parallel step (named `<workflow>.parallel<k>.<i>`), and give
+    the step their names: the branches run as child processes of that workflow."""
+    out, k = [], 0
+    for item in steps:
+        children = item.children
+        if item.kind != StepKind.CHILDREN or children is None or not children.is_parallel:
+            out.append(item)
+            continue
+        k += 1
+        names = []
+        for i, branch in enumerate(children.branches, start=1):
+            branch_name = f"{workflow_name}.parallel{k}.{i}"
+            if len(branch_name) > 100:
+                raise TypeError(f"workflow {workflow_name}: its name is too long for the branches of its parallel "
+                                f"steps ({branch_name!r} is over 100 characters)")
+            branch_steps = init >> branch >> done
+            duplicates = sorted({n for n in branch_steps.names if branch_steps.names.count(n) > 1})
+            if duplicates:
+                raise TypeError(f"workflow {workflow_name}: branch {i} of {item.name!r} has more than one step "
+                                f"named {', '.join(map(repr, duplicates))}")
+            register(WorkflowSpec(
+                name=branch_name, description=f"Branch {i} of {item.name!r} in {workflow_name}",
+                target=Target.SYSTEM, steps=branch_steps, module=module, body=branch, branch_of=workflow_name))
+            names.append(branch_name)
+        out.append(dataclasses.replace(item, children=dataclasses.replace(children, branch_workflows=tuple(names))))
+    return StepList(out)
 
 
 def _refuse_conditional_done(workflow_name: str, steps: StepList) -> None:

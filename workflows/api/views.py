@@ -48,7 +48,9 @@ class WorkflowListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Workflow]:
         # Rows are kept (soft-deleted) when a workflow leaves the code; a row whose name the code no
         # longer declares (not yet synced) is left out too, since there is no spec to describe it.
-        return Workflow.objects.active().filter(name__in=list(all_workflows())).prefetch_related("products")
+        # The branches of parallel steps run only inside their workflow's processes: not listed.
+        names = [name for name, spec in all_workflows().items() if not spec.branch_of]
+        return Workflow.objects.active().filter(name__in=names).prefetch_related("products")
 
     @extend_schema(responses={200: WorkflowSerializer(many=True), 400: ErrorBodySerializer, 401: ErrorBodySerializer})
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -1,0 +1,170 @@
+"""Workflows the composition tests run: a parent that fans out to one child per item, children that may fail or
+wait, modify children that each hold a node, and parallel branches."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from rest_framework import serializers
+
+from subscriptions.models import ResourceType
+from workflows.compose import parallel, subprocesses
+from workflows.dsl import State, StepList, begin, inputstep, step
+from workflows.node.products import NodeProduct
+from workflows.registry import modify_workflow, workflow
+
+# Set by the tests: items whose child fails (their "Work on the item" step raises while the item is listed),
+# and a gate that children wait at (the kill test).
+FAILING: set[int] = set()
+GATE = {"open": threading.Event()}
+GATE["open"].set()
+
+
+def effect(name: str) -> None:
+    """A database write the tests count: one ResourceType row per effect (unique: a second one fails)."""
+    ResourceType.objects.create(resource_type=name, description="composition test effect")
+
+
+class ItemForm(serializers.Serializer):
+    item = serializers.IntegerField(min_value=0)
+    parent_tag = serializers.CharField(max_length=60)
+
+
+class CountForm(serializers.Serializer):
+    count = serializers.IntegerField(min_value=0, max_value=1000)
+    tag = serializers.CharField(max_length=60)
+
+
+@step("Work on the item")
+def work_on_item(item: int, parent_tag: str) -> State:
+    if item in FAILING:
+        raise RuntimeError(f"the device for item {item} did not answer")
+    pause = float(os.environ.get("COMPOSE_TEST_CHILD_SECONDS", "0"))
+    if pause:
+        time.sleep(pause)
+    effect(f"child-{parent_tag}-{item}")
+    return {"doubled": item * 2}
+
+
+@workflow("Composition test: one child item", initial_input_form=ItemForm)
+def t_child_item() -> StepList:
+    return begin >> work_on_item
+
+
+def one_per_item(count: int, tag: str) -> list[dict]:
+    return [{"item": i, "parent_tag": tag} for i in range(count)]
+
+
+@step("Add up the children's results")
+def add_up(items: list, tag: str) -> State:
+    effect(f"parent-{tag}")
+    return {"total": sum(result["doubled"] for result in items)}
+
+
+@workflow("Composition test: one child per item, then add up", initial_input_form=CountForm)
+def t_fan_out() -> StepList:
+    return begin >> subprocesses("t_child_item", one_per_item, name="Work on every item", result_key="items") \
+        >> add_up
+
+
+# --- children that each hold a node of their own --------------------------------------------------------
+class NodesForm(serializers.Serializer):
+    node_ids = serializers.ListField(child=serializers.UUIDField(), max_length=100)
+
+
+class ConfirmForm(serializers.Serializer):
+    confirm = serializers.BooleanField()
+
+
+@step("Rename the node for the parent")
+def rename_for_parent(subscription: NodeProduct, new_name: str) -> State:
+    subscription.node.node_name = new_name
+    return {"subscription": subscription, "renamed_to": new_name}
+
+
+class RenameForm(serializers.Serializer):
+    new_name = serializers.CharField(max_length=60)
+
+
+@modify_workflow("Composition test: rename one node", product_types=["Node"], initial_input_form=RenameForm)
+def t_child_rename() -> StepList:
+    return begin >> rename_for_parent
+
+
+def one_per_node(node_ids: list) -> list[dict]:
+    return [{"subscription_id": str(node_id), "new_name": f"renamed-{i}"} for i, node_id in enumerate(node_ids)]
+
+
+@workflow("Composition test: rename every node, each in a child", initial_input_form=NodesForm)
+def t_rename_nodes() -> StepList:
+    return begin >> subprocesses("t_child_rename", one_per_node, result_key="renames",
+                                 result=lambda state: state["renamed_to"])
+
+
+# --- a child that waits for input, so the parent has a running child to abort ---------------------------
+@inputstep("Confirm the item", form=ConfirmForm)
+def confirm_item() -> State:
+    return {}
+
+
+@workflow("Composition test: a child that waits for confirmation", initial_input_form=ItemForm)
+def t_child_confirm() -> StepList:
+    return begin >> confirm_item >> work_on_item
+
+
+@workflow("Composition test: children that wait for confirmation", initial_input_form=CountForm)
+def t_fan_out_confirm() -> StepList:
+    return begin >> subprocesses("t_child_confirm", one_per_item, name="Confirm every item", result_key="items") \
+        >> add_up
+
+
+# --- parallel branches ------------------------------------------------------------------------------------
+@step("Configure the A end")
+def configure_a(tag: str) -> State:
+    effect(f"a-end-{tag}")
+    return {"a_end": "configured"}
+
+
+@step("Check the A end")
+def check_a(a_end: str) -> State:
+    return {"a_checked": a_end == "configured"}
+
+
+@step("Configure the B end")
+def configure_b(tag: str) -> State:
+    effect(f"b-end-{tag}")
+    if FAILING and -1 in FAILING:
+        raise RuntimeError("the B end refused the configuration")
+    return {"b_end": "configured"}
+
+
+@step("Note both ends")
+def note_both(tag: str, a_checked: bool, b_end: str) -> State:
+    effect(f"both-{tag}")
+    return {"both": a_checked and b_end == "configured"}
+
+
+class TagForm(serializers.Serializer):
+    tag = serializers.CharField(max_length=60)
+
+
+@workflow("Composition test: both ends of a link in parallel", initial_input_form=TagForm)
+def t_link_ends() -> StepList:
+    return begin >> parallel(configure_a >> check_a, configure_b, name="Configure both ends") >> note_both
+
+
+@step("Set the colour to red")
+def set_red() -> State:
+    return {"colour": "red"}
+
+
+@step("Set the colour to blue")
+def set_blue() -> State:
+    return {"colour": "blue"}
+
+
+@workflow("Composition test: two branches that disagree", initial_input_form=TagForm)
+def t_branches_disagree() -> StepList:
+    return begin >> parallel(set_red, set_blue, name="Paint")
