@@ -103,6 +103,13 @@ def retry(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
         if process.status == P.RUNNING:
             _take_over_stopped_run(process, by)
             return process
+        if process.status == P.AWAITING_CHILDREN:
+            raise WrongProcessStatus(
+                f"cannot retry process {process.process_id}: it awaits its child processes at step "
+                f"{process.last_step!r} and goes on by itself when the last one ends; retry (or skip the step "
+                f"of) a failed child instead, or abort this process to abort them all",
+                process_id=process.process_id,
+            )
         if process.status not in RETRYABLE:
             raise WrongProcessStatus(
                 f"cannot retry process {process.process_id}: it is {process.status}; only "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 
 from rest_framework import serializers
 
@@ -16,20 +17,24 @@ from workflows.node.products import NodeProduct
 from workflows.registry import modify_workflow, workflow
 
 # Set by the tests: items whose child fails (their "Work on the item" step raises while the item is listed),
-# and a gate that children wait at (the kill test).
+# and a barrier the children's work steps meet at, so that their final transactions race (the join test).
 FAILING: set[int] = set()
-GATE = {"open": threading.Event()}
-GATE["open"].set()
+MEET: dict[str, threading.Barrier | None] = {"barrier": None}
 
 
 def effect(name: str) -> None:
-    """A database write the tests count: one ResourceType row per effect (unique: a second one fails)."""
-    ResourceType.objects.create(resource_type=name, description="composition test effect")
+    """A database write the tests count: one ResourceType row per effect, named `<name>#<random>` so that a
+    second run of the same work adds a second row (counted by `effects(name)`) instead of failing."""
+    ResourceType.objects.create(resource_type=f"{name}#{uuid.uuid4().hex[:12]}", description="composition test")
+
+
+def effects(name: str) -> int:
+    return ResourceType.objects.filter(resource_type__startswith=f"{name}#").count()
 
 
 class ItemForm(serializers.Serializer):
     item = serializers.IntegerField(min_value=0)
-    parent_tag = serializers.CharField(max_length=60)
+    parent_tag = serializers.CharField(max_length=30)  # shorter than the parent's: a test's item is refused
 
 
 class CountForm(serializers.Serializer):
@@ -41,6 +46,9 @@ class CountForm(serializers.Serializer):
 def work_on_item(item: int, parent_tag: str) -> State:
     if item in FAILING:
         raise RuntimeError(f"the device for item {item} did not answer")
+    barrier = MEET["barrier"]
+    if barrier is not None:
+        barrier.wait(timeout=20)
     pause = float(os.environ.get("COMPOSE_TEST_CHILD_SECONDS", "0"))
     if pause:
         time.sleep(pause)
@@ -60,7 +68,8 @@ def one_per_item(count: int, tag: str) -> list[dict]:
 @step("Add up the children's results")
 def add_up(items: list, tag: str) -> State:
     effect(f"parent-{tag}")
-    return {"total": sum(result["doubled"] for result in items)}
+    # A child whose work step was skipped has no "doubled": it adds nothing.
+    return {"total": sum(result.get("doubled", 0) for result in items)}
 
 
 @workflow("Composition test: one child per item, then add up", initial_input_form=CountForm)

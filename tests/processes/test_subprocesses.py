@@ -1,0 +1,287 @@
+"""Sub-processes: one child process per item, linked to the parent, which waits holding no worker and goes on with
+the children's results once every child ended; failed children, retries, skips, aborts, and racing joins."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from processes import joins
+from processes.engine import current_state, run_process
+from processes.errors import WrongProcessStatus
+from processes.executors import threadpool
+from processes.models import Process, ProcessLease, ProcessStep
+from processes.services import abort_process, resume_process, retry_process, skip_step, start_process
+from subscriptions.models import Subscription
+from tests.processes import compose_flows
+from tests.processes.compose_flows import effects
+from tests.processes.conftest import log, new_active_node
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def reset_compose_flows():
+    compose_flows.FAILING.clear()
+    compose_flows.MEET["barrier"] = None
+    yield
+    compose_flows.FAILING.clear()
+    compose_flows.MEET["barrier"] = None
+
+
+def children(parent) -> list[Process]:
+    return list(Process.objects.filter(parent=parent).order_by("child_index", "child_round"))
+
+
+def wait_until(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.05)
+
+
+def test_twenty_children_all_complete_and_their_results_are_merged_in_item_order():
+    parent = start_process("t_fan_out", user_input={"count": 20, "tag": "twenty"}, by="alice")
+    parent.refresh_from_db()
+
+    assert parent.status == "completed"
+    kids = children(parent)
+    assert [k.child_index for k in kids] == list(range(20))
+    assert {(k.status, k.parent_step, k.child_round, k.workflow.name) for k in kids} == {
+        ("completed", 1, 1, "t_child_item")}
+    assert {k.created_by for k in kids} == {"alice"}  # children act for whoever the parent ran for
+    assert [effects(f"child-twenty-{i}") for i in range(20)] == [1] * 20
+    assert effects("parent-twenty") == 1
+    state = current_state(parent)
+    assert [r["doubled"] for r in state["items"]] == [2 * i for i in range(20)]
+    assert [r["process_id"] for r in state["items"]] == [str(k.process_id) for k in kids]
+    assert state["total"] == sum(2 * i for i in range(20))
+    assert log(parent) == [("Start", "success"), ("Work on every item", "awaiting_children"),
+                           ("Work on every item", "success"), ("Add up the children's results", "success"),
+                           ("Done", "complete")]
+    started = ProcessStep.objects.get(process=parent, status="awaiting_children")
+    assert started.error == "started 20 child process(es)"
+
+
+@pytest.mark.requires_postgres
+def test_children_run_in_parallel_on_the_thread_pool_and_the_parent_continues_by_itself(settings, monkeypatch):
+    settings.ORCHESTRATOR = {"EXECUTOR": "threadpool", "THREADPOOL_WORKERS": 4}
+    monkeypatch.setenv("COMPOSE_TEST_CHILD_SECONDS", "0.2")
+    try:
+        began = time.monotonic()
+        parent = start_process("t_fan_out", user_input={"count": 8, "tag": "pool"}, by="alice")
+        wait_until(lambda: Process.objects.get(pk=parent.pk).status == "completed", "the parent's completion")
+        elapsed = time.monotonic() - began
+    finally:
+        threadpool.shutdown(wait=True)
+
+    assert current_state(parent)["total"] == sum(2 * i for i in range(8))
+    assert [effects(f"child-pool-{i}") for i in range(8)] == [1] * 8
+    # 8 children of 0.2 s each, one after another, would take 1.6 s; on 4 threads they overlap.
+    assert elapsed < 1.5, f"the children did not run in parallel ({elapsed:.2f} s)"
+
+
+def test_no_children_for_an_empty_list_the_step_succeeds_with_no_results():
+    parent = start_process("t_fan_out", user_input={"count": 0, "tag": "none"}, by="alice")
+    parent.refresh_from_db()
+    assert parent.status == "completed"
+    assert children(parent) == []
+    assert current_state(parent)["items"] == []
+
+
+def test_a_failed_child_leaves_the_parent_waiting_and_retrying_the_child_completes_the_parent():
+    compose_flows.FAILING.add(3)
+    parent = start_process("t_fan_out", user_input={"count": 5, "tag": "fail"}, by="alice")
+    parent.refresh_from_db()
+
+    assert parent.status == "awaiting_children"
+    assert not ProcessLease.objects.filter(process=parent).exists()  # waiting holds no worker
+    kids = children(parent)
+    assert [k.status for k in kids] == ["completed", "completed", "completed", "failed", "completed"]
+    assert "the device for item 3 did not answer" in kids[3].failed_reason
+    with pytest.raises(WrongProcessStatus, match="awaits its child processes"):
+        retry_process(parent.process_id, by="ops")
+
+    compose_flows.FAILING.clear()
+    retry_process(kids[3].process_id, by="ops")
+
+    parent.refresh_from_db()
+    assert parent.status == "completed"
+    assert [effects(f"child-fail-{i}") for i in range(5)] == [1] * 5
+    assert effects("parent-fail") == 1
+    assert current_state(parent)["total"] == 20
+    assert len(children(parent)) == 5  # the retry ran the same child again: no new child
+
+
+def test_skipping_the_failed_childs_step_lets_the_parent_go_on():
+    compose_flows.FAILING.add(1)
+    parent = start_process("t_fan_out", user_input={"count": 3, "tag": "skip"}, by="alice")
+    failed = children(parent)[1]
+    assert failed.status == "failed"
+
+    skip_step(failed.process_id, by="ops", reason="item 1's device was replaced by hand")
+
+    parent.refresh_from_db()
+    assert parent.status == "completed"
+    assert current_state(parent)["total"] == 0 + 4  # item 1 added nothing
+    assert effects("child-skip-1") == 0
+
+
+def test_aborting_the_parent_aborts_its_unfinished_children_and_keeps_the_completed_ones():
+    parent = start_process("t_fan_out_confirm", user_input={"count": 4, "tag": "abort"}, by="alice")
+    kids = children(parent)
+    assert [k.status for k in kids] == ["suspended"] * 4
+    resume_process(kids[0].process_id, {"confirm": True}, by="bob")
+    assert Process.objects.get(pk=parent.pk).status == "awaiting_children"
+
+    abort_process(parent.process_id, by="ops", reason="the change window closed")
+
+    parent.refresh_from_db()
+    assert parent.status == "aborted"
+    kids = children(parent)
+    assert [k.status for k in kids] == ["completed", "aborted", "aborted", "aborted"]
+    for kid in kids[1:]:
+        assert kid.failed_reason == (f"aborted by ops: its parent process {parent.process_id} was aborted "
+                                     f"(the change window closed)")
+    assert effects("child-abort-0") == 1
+    assert sum(effects(f"child-abort-{i}") for i in (1, 2, 3)) == 0
+    assert effects("parent-abort") == 0
+
+
+def test_an_aborted_child_fails_the_parent_and_a_retry_starts_a_new_child_for_that_item_only():
+    parent = start_process("t_fan_out_confirm", user_input={"count": 3, "tag": "redo"}, by="alice")
+    first = children(parent)
+    abort_process(first[1].process_id, by="ops", reason="wrong port")
+    for kid in (first[0], first[2]):
+        resume_process(kid.process_id, {"confirm": True}, by="bob")
+
+    parent.refresh_from_db()
+    assert parent.status == "failed"
+    assert "1 child process(es) aborted (item(s) 2; item 2, process" in parent.failed_reason
+    assert "aborted by ops: wrong port" in parent.failed_reason
+
+    retry_process(parent.process_id, by="ops")
+    parent.refresh_from_db()
+    assert parent.status == "awaiting_children"
+    kids = children(parent)
+    assert [(k.child_index, k.child_round, k.status) for k in kids] == [
+        (0, 1, "completed"), (1, 1, "aborted"), (1, 2, "suspended"), (2, 1, "completed")]
+    assert current_state(kids[2])["item"] == 1  # the new child got the aborted one's input
+
+    resume_process(kids[2].process_id, {"confirm": True}, by="bob")
+    parent.refresh_from_db()
+    assert parent.status == "completed"
+    assert [effects(f"child-redo-{i}") for i in range(3)] == [1, 1, 1]
+    assert [r["process_id"] for r in current_state(parent)["items"]] == [
+        str(kids[0].process_id), str(kids[2].process_id), str(kids[3].process_id)]
+
+
+def test_an_item_the_child_workflow_refuses_fails_the_parent_step_and_starts_no_child():
+    parent = start_process("t_fan_out", user_input={"count": 3, "tag": "t" * 31}, by="alice")
+    parent.refresh_from_db()
+
+    assert parent.status == "failed"
+    assert "cannot start the child for item 1 (1 of 3, workflow t_child_item)" in parent.failed_reason
+    assert "parent_tag" in parent.failed_reason
+    assert children(parent) == []
+    retry_process(parent.process_id, by="ops")  # still refused: the same items
+    assert children(parent) == []
+
+
+def test_each_child_holds_its_own_subscription_and_a_held_one_refuses_the_whole_step(catalogue):
+    nodes = [new_active_node(f"rtr-{i}") for i in range(3)]
+    parent = start_process("t_rename_nodes", user_input={"node_ids": [str(n.subscription_id) for n in nodes]},
+                           by="alice")
+    parent.refresh_from_db()
+    assert parent.status == "completed"
+    assert current_state(parent)["renames"] == ["renamed-0", "renamed-1", "renamed-2"]
+    for kid, node in zip(children(parent), nodes, strict=True):
+        assert list(kid.process_subscriptions.values_list("subscription_id", flat=True)) == [node.subscription_id]
+        renamed = Subscription.objects.get(pk=node.pk)
+        assert renamed.insync
+    # Another process holds the second node: the parent's step starts no child at all, and says why.
+    start_process("t_hold_node", subscription_id=nodes[1].subscription_id, by="carol")
+    parent = start_process("t_rename_nodes", user_input={"node_ids": [str(n.subscription_id) for n in nodes]},
+                           by="alice")
+    parent.refresh_from_db()
+    assert parent.status == "failed"
+    assert "cannot start the child for item 2 (2 of 3, workflow t_child_rename)" in parent.failed_reason
+    assert "no child was started" in parent.failed_reason
+    assert children(parent) == []
+
+
+@pytest.mark.requires_postgres
+def test_two_last_children_ending_at_once_wake_the_parent_exactly_once_in_50_rounds(settings):
+    """The join under a race: both children's final transactions count the unfinished siblings at the same
+    moment; the parent's row lock orders them, so exactly one finds none left and wakes the parent."""
+    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor"}
+    for round_ in range(50):
+        parent = start_process("t_fan_out", user_input={"count": 2, "tag": f"race{round_}"}, by="alice")
+        run_process(parent.process_id)
+        assert Process.objects.get(pk=parent.pk).status == "awaiting_children"
+        compose_flows.MEET["barrier"] = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def run(child_id, errors=errors):
+            try:
+                run_process(child_id)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            finally:
+                from django.db import connection
+
+                connection.close()
+
+        threads = [threading.Thread(target=run, args=(k.process_id,)) for k in children(parent)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors
+        assert [k.status for k in children(parent)] == ["completed", "completed"], f"round {round_}"
+        parent.refresh_from_db()
+        assert parent.status == "running", f"round {round_}: the parent was not woken ({parent.status})"
+        lease = ProcessLease.objects.get(process=parent)
+        assert lease.queued, f"round {round_}"
+        run_process(parent.process_id)
+        parent.refresh_from_db()
+        assert parent.status == "completed", f"round {round_}"
+        assert effects(f"parent-race{round_}") == 1
+        assert [n for n, s in log(parent)].count("Work on every item") == 2  # started, then joined once
+
+
+def test_the_sweep_wakes_a_parent_whose_join_was_missed_and_aborts_children_of_an_aborted_parent(settings):
+    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor"}
+    parent = start_process("t_fan_out", user_input={"count": 2, "tag": "mend"}, by="alice")
+    run_process(parent.process_id)
+    for kid in children(parent):
+        run_process(kid.process_id)
+    # As if the join had been missed: put the parent back to waiting after it was woken.
+    assert Process.objects.get(pk=parent.pk).status == "running"
+    Process.objects.filter(pk=parent.pk).update(status="awaiting_children")
+    ProcessLease.objects.filter(process=parent).delete()
+
+    assert joins.sweep() == [parent.process_id]
+    assert Process.objects.get(pk=parent.pk).status == "running"
+    assert ProcessLease.objects.get(process=parent).queued
+    assert joins.sweep() == []  # nothing more to mend
+
+    other = start_process("t_fan_out", user_input={"count": 2, "tag": "orphans"}, by="alice")
+    run_process(other.process_id)
+    # As if the parent's abort had committed and its process died before the cascade reached the children.
+    Process.objects.filter(pk=other.pk).update(status="aborted")
+    assert sorted(joins.sweep()) == sorted(k.process_id for k in children(other))
+    assert [k.status for k in children(other)] == ["aborted", "aborted"]
+    assert joins.sweep() == []
+
+
+def test_a_parent_awaiting_children_cannot_be_skipped_or_retried_but_its_children_say_why():
+    compose_flows.FAILING.add(0)
+    parent = start_process("t_fan_out", user_input={"count": 1, "tag": "refuse"}, by="alice")
+    with pytest.raises(WrongProcessStatus):
+        skip_step(parent.process_id, by="ops", reason="no")
+    with pytest.raises(WrongProcessStatus, match="retry \\(or skip the step of\\) a failed child instead"):
+        retry_process(parent.process_id, by="ops")
+    assert Process.objects.get(pk=parent.pk).status == "awaiting_children"
