@@ -61,6 +61,7 @@ from processes.records import (  # noqa: F401  (abort_locked, describe and fail_
     describe,
     fail_running,
     give_up_on_database,
+    let_go_waiting,
     record_failure,
 )
 from processes.steps import call_step
@@ -306,7 +307,9 @@ def _stop_at(locked: steplog.Locked, step: Step, state: dict[str, Any], started:
     process.last_step = step.name
     process.last_modified_at = timezone.now()
     process.save(update_fields=fields)
-    return _Outcome(False)
+    if step.kind == StepKind.INPUT:
+        let_go_waiting(process)  # or aborted now, as asked while this step ran
+    return _Outcome(False, released=step.kind == StepKind.INPUT)
 
 
 # The state a process was just created with, so a run in the creating thread does not read back what it

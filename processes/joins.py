@@ -33,7 +33,8 @@ from processes.dberrors import connection_lost, storable_text
 from processes.errors import StepError, WrongProcessStatus
 from processes.executors import submit_after_commit
 from processes.lookups import current_state, engine_paused, get_process
-from processes.models import InputState, InputType, Process, ProcessLease, ProcessStatus, ProcessStep, StepStatus
+from processes.models import InputState, InputType, Process, ProcessStatus, ProcessStep, StepStatus
+from processes.records import let_go_waiting
 from processes.steps import call_timer
 from workflows.dsl import Step
 from workflows.registry import get_workflow
@@ -123,7 +124,8 @@ def _await(locked: steplog.Locked, step: Step, state: dict[str, Any], started: d
     process.last_step = step.name
     process.last_modified_at = now
     process.save(update_fields=["status", "next_retry_at", "last_step", "last_modified_at"])
-    ProcessLease.objects.filter(process=process).delete()
+    if let_go_waiting(process):
+        return None  # aborted as asked while the step ran: its children are aborted once this commits
     logger.info("process %s: %s; awaiting its children at %r", process.process_id, note or "waits again",
                 step.name)
     return None

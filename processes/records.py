@@ -67,6 +67,20 @@ def abort_locked(process: Process, who: str, reason: str = "") -> str:
     return text
 
 
+def let_go_waiting(process: Process) -> bool:
+    """A step left its process waiting (input, callback, timer, children) in this transaction: its run record
+    goes, so that no run holds it. An abort asked for while that step ran (left on the run record, as the
+    step held the process row) is carried out now instead, and True returned: the answer "aborted at the
+    step's end" holds for steps that wait too."""
+    request = (ProcessLease.objects.select_for_update().filter(process=process, abort_requested_at__isnull=False)
+               .values_list("abort_requested_by", "abort_reason").first())
+    if request is not None:
+        abort_locked(process, request[0] or "?", request[1])
+        return True
+    ProcessLease.objects.filter(process=process).delete()
+    return False
+
+
 def record_failure(process_id: uuid.UUID | str, exc: BaseException, started: Any,
                    state: dict[str, Any] | None) -> None:
     """Record the step's failure; if that cannot be written, a minimal record; never leave it unexplained.

@@ -126,16 +126,21 @@ def _stop_retrying(process_id: uuid.UUID, exc: BaseException) -> None:
 def _in_need_of_a_run(now: datetime, grace: datetime | None, limit: int) -> list[uuid.UUID]:
     """Processes that should be running and that no live run (nor a hand-over still fresh) holds.
 
-    Running ones whose run record lapsed (a dead run, or a hand-over nobody took), or that have none; and
-    ones left `created` or `resumed`. Without a run record, only once their last change is older than
-    `grace` (a start committing right now). Rows locked by a step in progress are left out later.
+    Running ones whose run record lapsed (a dead run, or a hand-over nobody took), or that have none; ones
+    left `created` or `resumed`; and unfinished ones with an abort request no run carried out. Without a run
+    record, only once their last change is older than `grace` (a start committing right now). Rows locked by
+    a step in progress are left out later.
     """
     live = ProcessLease.objects.filter(process=OuterRef("pk"), expires_at__gte=now)
     any_record = ProcessLease.objects.filter(process=OuterRef("pk"))
     candidates = Process.objects.exclude(Exists(live))
     running = Q(status=ProcessStatus.RUNNING) & (Q(Exists(any_record)) | Q(last_modified_at__lt=grace or now))
     stranded = Q(status__in=[ProcessStatus.CREATED, ProcessStatus.RESUMED], last_modified_at__lt=grace or now)
-    return list(candidates.filter(running | stranded).order_by("last_modified_at")
+    # An abort asked for while a step ran that then left the process waiting, the request landing just after
+    # the step let its run record go (the request then makes a record of its own): aborted here.
+    asked = Q(status__in=ABORTABLE) & Q(Exists(ProcessLease.objects.filter(process=OuterRef("pk"),
+                                                                           abort_requested_at__isnull=False)))
+    return list(candidates.filter(running | stranded | asked).order_by("last_modified_at")
                 .values_list("process_id", flat=True)[:limit])
 
 

@@ -212,8 +212,9 @@ def abort_process(process_id: uuid.UUID | str, *, by: Any = None, reason: str = 
     return operations.abort(process_id, by=by, reason=reason)
 
 
-# A task in one of these may have a worker inside (or about to enter) a step: it is not deleted under it.
-IN_FLIGHT = [ProcessStatus.CREATED, ProcessStatus.RUNNING, ProcessStatus.RESUMED]
+# A task in one of these may have a worker inside (or about to enter) a step: it is not deleted under it. One
+# awaiting its children is not deleted either: its children (deleted with it) may be running.
+IN_FLIGHT = [ProcessStatus.CREATED, ProcessStatus.RUNNING, ProcessStatus.RESUMED, ProcessStatus.AWAITING_CHILDREN]
 
 
 def delete_task(process_id: uuid.UUID | str, *, by: Any = None) -> None:

@@ -18,7 +18,8 @@ from django.utils.dateparse import parse_datetime
 from processes import callbacks, leases, statelog, steplog
 from processes.errors import StepError
 from processes.lookups import get_process
-from processes.models import ProcessLease, ProcessStep, StepStatus
+from processes.models import ProcessStep, StepStatus
+from processes.records import let_go_waiting
 from processes.steps import call_step, call_timer
 from workflows.dsl import Step
 
@@ -71,7 +72,8 @@ def run_callback(locked: steplog.Locked, step: Step, state: dict[str, Any], sinc
     process.last_step = step.name
     process.last_modified_at = now
     process.save(update_fields=["status", "next_retry_at", "last_step", "last_modified_at"])
-    ProcessLease.objects.filter(process=process).delete()
+    if let_go_waiting(process):
+        return None
     logger.info("process %s: awaiting the callback of %r until %s", process.process_id, step.name, issued.deadline)
     return None
 
@@ -100,7 +102,8 @@ def run_timer(locked: steplog.Locked, step: Step, state: dict[str, Any], since: 
     process.last_modified_at = now
     process.save(update_fields=["status", "failed_reason", "traceback", "next_retry_at", "current_step",
                                 "current_attempt", "last_step", "last_modified_at"])
-    ProcessLease.objects.filter(process=process).delete()
+    if let_go_waiting(process):
+        return None
     logger.info("process %s: timer %r waits until %s", process.process_id, step.name, until)
     return None
 

@@ -20,6 +20,8 @@ from workflows.registry import modify_workflow, workflow
 # and a barrier the children's work steps meet at, so that their final transactions race (the join test).
 FAILING: set[int] = set()
 MEET: dict[str, threading.Barrier | None] = {"barrier": None}
+# Set by a test: the slow parent's items function says it is inside, then waits to be released.
+HOLD = {"inside": threading.Event(), "release": threading.Event()}
 
 
 def effect(name: str) -> None:
@@ -75,6 +77,19 @@ def add_up(items: list, tag: str) -> State:
 @workflow("Composition test: one child per item, then add up", initial_input_form=CountForm)
 def t_fan_out() -> StepList:
     return begin >> subprocesses("t_child_item", one_per_item, name="Work on every item", result_key="items") \
+        >> add_up
+
+
+def held_items(count: int, tag: str) -> list[dict]:
+    HOLD["inside"].set()
+    if not HOLD["release"].wait(timeout=60):
+        raise RuntimeError("the test never released the step")
+    return one_per_item(count, tag)
+
+
+@workflow("Composition test: a parent whose children step is held open", initial_input_form=CountForm)
+def t_fan_out_held() -> StepList:
+    return begin >> subprocesses("t_child_confirm", held_items, name="Confirm every item", result_key="items") \
         >> add_up
 
 

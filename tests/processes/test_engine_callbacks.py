@@ -323,3 +323,44 @@ def test_a_conditional_callback_step_checks_its_answer_even_when_the_answer_make
     process.refresh_from_db()
     assert process.status == "failed"  # validated, and refused: not skipped past
     assert "bad VLAN" in process.failed_reason
+
+
+@pytest.mark.requires_postgres
+def test_an_abort_asked_for_while_the_callback_action_runs_aborts_the_process_instead_of_awaiting(
+        fake_system, tmp_path, monkeypatch, settings):
+    """The abort's answer said "at the step's end": a step that then goes to wait must not swallow it."""
+    import time
+
+    from processes.engine import run_process
+
+    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor"}
+    monkeypatch.setenv("ENGINE_TEST_DIR", str(tmp_path))
+    pid = str(start_process("t_callback", by="alice").process_id)
+    hang, inside = tmp_path / f"deploy-{pid}.hang", tmp_path / f"deploy-{pid}.inside"
+    hang.touch()
+
+    def run() -> None:
+        from django.db import connection
+
+        try:
+            run_process(pid)
+        finally:
+            connection.close()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not inside.exists():
+            assert time.monotonic() < deadline, "the action never started"
+            time.sleep(0.02)
+        assert abort_process(pid, by="ops", reason="not today").abort_pending
+    finally:
+        hang.unlink()
+        runner.join(30)
+
+    process = Process.objects.get(pk=pid)
+    assert process.status == "aborted"
+    assert process.failed_reason == "aborted by ops: not today"
+    assert not CallbackToken.objects.filter(process=process, closed_at__isnull=True).exists()
+    assert not ProcessLease.objects.filter(process=process).exists()

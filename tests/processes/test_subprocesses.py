@@ -285,3 +285,51 @@ def test_a_parent_awaiting_children_cannot_be_skipped_or_retried_but_its_childre
     with pytest.raises(WrongProcessStatus, match="retry \\(or skip the step of\\) a failed child instead"):
         retry_process(parent.process_id, by="ops")
     assert Process.objects.get(pk=parent.pk).status == "awaiting_children"
+
+
+@pytest.mark.requires_postgres
+def test_an_abort_asked_for_while_the_children_step_runs_aborts_the_parent_and_its_new_children(settings):
+    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor"}
+    hold = compose_flows.HOLD
+    hold["inside"].clear()
+    hold["release"].clear()
+    parent = start_process("t_fan_out_held", user_input={"count": 3, "tag": "late"}, by="alice")
+    runner = threading.Thread(target=lambda: (run_process(parent.process_id), _close()))
+    runner.start()
+    try:
+        assert hold["inside"].wait(30)
+        answer = abort_process(parent.process_id, by="ops", reason="wrong node")
+        assert answer.abort_pending  # a step holds the process: aborted at its end
+    finally:
+        hold["release"].set()
+        runner.join(30)
+
+    parent.refresh_from_db()
+    assert parent.status == "aborted"
+    assert parent.failed_reason == "aborted by ops: wrong node"
+    kids = children(parent)
+    assert len(kids) == 3  # created with the step, which committed: then aborted with their parent
+    assert {k.status for k in kids} == {"aborted"}
+    assert not ProcessLease.objects.filter(process__in=[parent, *kids]).exclude(owner="").exists()
+
+
+def test_an_abort_request_left_on_a_waiting_process_is_carried_out_by_the_sweep(settings):
+    """The request that lands just after the step let its run record go makes a record of its own."""
+    from django.utils import timezone
+
+    from processes.recovery import recover_stalled_processes
+
+    parent = start_process("t_fan_out_confirm", user_input={"count": 1, "tag": "asked"}, by="alice")
+    assert Process.objects.get(pk=parent.pk).status == "awaiting_children"
+    ProcessLease.objects.create(process_id=parent.pk, owner="", expires_at=timezone.now(),
+                                abort_requested_at=timezone.now(), abort_requested_by="ops", abort_reason="late")
+
+    assert recover_stalled_processes() == [parent.process_id]
+    assert Process.objects.get(pk=parent.pk).status == "aborted"
+    assert [k.status for k in children(parent)] == ["aborted"]
+
+
+def _close() -> None:
+    from django.db import connection
+
+    connection.close()
