@@ -19,6 +19,8 @@ The contract (the README's "The engine's guarantees"):
   runs resumes from the state of the last committed run (the step keeps its cursor there).
 - A callback step or a timer that goes to wait (processes.waits) ends the run in its step's transaction: the
   process is `awaiting_callback` or `waiting` with the moment the sweep acts, and no run holds it.
+- A step group (processes.groups) runs one sub-step per such transaction, with the same checks between
+  them; one log row for the whole group, written with its last sub-step.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from django.utils import timezone
 
 from orchestrator_site import logcontext
 from orchestrator_site.conf import orchestrator_setting
-from processes import leases, statelog, steplog, waits
+from processes import groups, leases, statelog, steplog, waits
 from processes.dberrors import connection_lost, drop_connection
 from processes.errors import StepError
 
@@ -237,6 +239,10 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: s
         steplog.advance(locked, step_name=step.name, step_status=StepStatus.SKIPPED, entry=entry,
                         started=started, finished=timezone.now(), lease=lease)
         return _Outcome(True, state, locked.current_step + 1, entry.since)
+
+    if step.kind == StepKind.GROUP:  # one sub-step per turn (processes.groups)
+        going_on = groups.run(locked, step, state, since, started, lease)
+        return _Outcome(False, released=True) if going_on is None else _Outcome(True, *going_on)
 
     if step.kind in (StepKind.CALLBACK, StepKind.TIMER):
         run = waits.run_callback if step.kind == StepKind.CALLBACK else waits.run_timer
