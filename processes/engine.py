@@ -242,7 +242,9 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: s
 
     if step.kind == StepKind.GROUP:  # one sub-step per turn (processes.groups)
         going_on = groups.run(locked, step, state, since, started, lease)
-        return _Outcome(False, released=True) if going_on is None else _Outcome(True, *going_on)
+        if going_on is None:  # the process waits now (input, callback, timer), held by no run
+            return _Outcome(False, released=True)
+        return _Outcome(True, going_on.state, going_on.position, going_on.since)
 
     if step.kind in (StepKind.CALLBACK, StepKind.TIMER):
         run = waits.run_callback if step.kind == StepKind.CALLBACK else waits.run_timer

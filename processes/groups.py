@@ -39,9 +39,18 @@ from workflows.registry import WorkflowSpec
 
 logger = logging.getLogger(__name__)
 
-# What a turn of the group returns to the engine: the log's state, what was logged since its last snapshot,
-# and the position to go on at; or None: the process waits now (input, callback, timer), held by no run.
-Continue = tuple[dict[str, Any], statelog.Since, int] | None
+@dataclass(frozen=True)
+class GoingOn:
+    """What a turn of the group hands back to the engine's run loop: the log's state, what was logged since
+    its last snapshot, and the position to go on at (the group's own while it is not done)."""
+
+    state: dict[str, Any]
+    since: statelog.Since
+    position: int
+
+
+# None: the process waits now (input, callback, timer), held by no run.
+Continue = GoingOn | None
 
 
 def progress_of(process_id: uuid.UUID | str, position: int) -> ProcessGroupProgress | None:
@@ -176,7 +185,7 @@ class _Turn:
             self.lease.mark_renewed()
         # Progress: a run that dies in a later sub-step is not "stuck at one step" (RECOVERY_MAX_TIMES).
         leases.forget_recoveries(locked.process_id, self.lease)
-        return self.log_state, self.since, locked.current_step
+        return GoingOn(self.log_state, self.since, locked.current_step)
 
     def suspend(self, inner: dict[str, Any]) -> Continue:
         """An input step: the process waits for a user's input (processes.operations.resume)."""
@@ -251,4 +260,4 @@ def _finish(locked: steplog.Locked, group: Step, log_state: dict[str, Any], inne
     steplog.advance(locked, step_name=group.name, step_status=StepStatus.SUCCESS, entry=entry, started=begun,
                     finished=timezone.now(), lease=lease)
     forget(locked.process_id)
-    return inner, entry.since, locked.current_step + 1
+    return GoingOn(inner, entry.since, locked.current_step + 1)
