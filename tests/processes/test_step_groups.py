@@ -90,7 +90,7 @@ def test_each_sub_step_commits_on_its_own_and_a_run_stopped_between_two_goes_on_
     progress = ProcessGroupProgress.objects.get(process=process)
     assert (progress.position, progress.sub_step) == (2, 1)
     assert progress.state["g1"] == 1 and progress.state["a_written"] is True
-    assert process.last_step == f"{GROUP} › Write G1"
+    assert process.last_step == f"{GROUP} \u203a Write G1"
     assert (ran("g1", process), ran("g2", process)) == (1, 0)
 
     set_engine_paused(False, by="bob")
@@ -110,7 +110,7 @@ def test_a_failed_sub_step_fails_the_group_naming_it_and_a_retry_runs_the_group_
     process = start_process("t_group", by="alice")
 
     assert process.status == "failed"
-    failed_name = f"{GROUP} › Write G2 then maybe fail"
+    failed_name = f"{GROUP} \u203a Write G2 then maybe fail"
     assert process.failed_reason == f"{failed_name}: the switch refused the VLAN"
     assert process.last_step == failed_name
     assert log(process)[-1] == (failed_name, "failed")
@@ -138,8 +138,9 @@ def test_a_failing_retry_sub_step_waits_and_its_automatic_retry_restarts_the_gro
     process = start_process("t_group_retry", by="alice")
 
     assert process.status == "waiting"
-    assert "Provision the port › Call a flaky controller: controller unreachable (try 1 of 3" in process.failed_reason
-    assert log(process)[-1] == ("Provision the port › Call a flaky controller", "waiting")
+    reason = process.failed_reason
+    assert reason.startswith("Provision the port \u203a Call a flaky controller: controller unreachable (try 1 of 3")
+    assert log(process)[-1] == ("Provision the port \u203a Call a flaky controller", "waiting")
     assert not ProcessGroupProgress.objects.exists()
 
     assert retry_due_processes() == [process.process_id]
@@ -160,7 +161,7 @@ def test_a_retry_sub_step_that_keeps_failing_counts_its_tries_across_restarts_of
     process.refresh_from_db()
     assert process.status == "failed"
     assert "gave up after 3 tries" in process.failed_reason
-    tries = list(ProcessStep.objects.filter(process=process, name="Provision the port › Call a flaky controller")
+    tries = list(ProcessStep.objects.filter(process=process, name="Provision the port \u203a Call a flaky controller")
                  .order_by("id").values_list("status", "attempt"))
     assert tries == [("waiting", 1), ("waiting", 2), ("failed", 3)]
     assert ran("g1", process) == 3
@@ -173,7 +174,7 @@ def test_skip_of_a_failed_group_skips_the_whole_group():
     skipped = skip_step(process.process_id, by="bob", reason="configured by hand on the console")
 
     assert skipped.status == "completed"
-    assert log(skipped)[-4:] == [(f"{GROUP} › Write G2 then maybe fail", "failed"), (GROUP, "skipped"),
+    assert log(skipped)[-4:] == [(f"{GROUP} \u203a Write G2 then maybe fail", "failed"), (GROUP, "skipped"),
                                  ("Write C", "success"), ("Done", "complete")]
     assert row(skipped, GROUP, "skipped").error == "skipped by bob: configured by hand on the console"
     assert ran("g3", skipped) == 0
@@ -203,7 +204,7 @@ def test_a_sub_step_that_asks_to_run_again_fails_the_group_saying_why():
     process = start_process("t_group_again")
 
     assert process.status == "failed"
-    assert process.failed_reason.startswith("Count in a group › Count again: step 'Count again' in the step group "
+    assert process.failed_reason.startswith("Count in a group \u203a Count again: step 'Count again' in the step group "
                                             "'Count in a group' returned again(...)")
     assert ran("g1", process) == 1  # G1 committed before; the failure rolled back only the failing sub-step
     assert not ProcessGroupProgress.objects.exists()
@@ -261,27 +262,29 @@ def test_an_input_step_in_a_group_suspends_shows_its_form_and_resume_goes_on_wit
     process = start_process("t_group_input", by="alice")
 
     assert process.status == "suspended"
-    assert process.last_step == "Paint › Choose a colour"
-    assert log(process)[-1] == ("Paint › Choose a colour", "suspend")
-    assert "g1" not in row(process, "Paint › Choose a colour", "suspend").state_after()  # the log: before the group
+    assert process.last_step == "Paint \u203a Choose a colour"
+    assert log(process)[-1] == ("Paint \u203a Choose a colour", "suspend")
+    # The log keeps the state before the group: G1's result is in the group's progress, not in the log.
+    assert "g1" not in row(process, "Paint \u203a Choose a colour", "suspend").state_after()
     assert not ProcessLease.objects.filter(process=process).exists()
     form = pending_form(process)
-    assert form["step"] == "Paint › Choose a colour"
+    assert form["step"] == "Paint \u203a Choose a colour"
     assert form["initial"] == {"colour": "red"}
     assert set(form["schema"]["properties"]) == {"colour"}
-    assert api.get(f"/api/processes/{process.process_id}/").json()["form"]["step"] == "Paint › Choose a colour"
+    assert api.get(f"/api/processes/{process.process_id}/").json()["form"]["step"] == "Paint \u203a Choose a colour"
 
     resumed = resume_process(process.process_id, {"colour": "green"}, by="bob")
 
     assert resumed.status == "completed"
     assert ran("g1", resumed) == 1  # not run again by the resume
-    assert log(resumed) == [("Start", "success"), ("Paint › Choose a colour", "suspend"), ("Paint", "success"),
+    assert log(resumed) == [("Start", "success"), ("Paint \u203a Choose a colour", "suspend"), ("Paint", "success"),
                             ("Needs a key", "success"), ("Done", "complete")]
     group_row = row(resumed, "Paint")
     assert group_row.delta["added"] == {"g1": 1, "colour": "green", "painted": "green after g1"}
     assert row(resumed, "Needs a key").state_after()["seen"] == "green"
     given = InputState.objects.get(process=process, input_type="user_input")
-    assert (given.input, given.created_by, given.step_name) == ({"colour": "green"}, "bob", "Paint › Choose a colour")
+    assert (given.input, given.created_by) == ({"colour": "green"}, "bob")
+    assert given.step_name == "Paint \u203a Choose a colour"
 
 
 def test_an_input_step_last_in_a_group_ends_the_group_with_the_input_in_its_row():
@@ -299,7 +302,7 @@ def test_the_admin_resume_page_of_a_process_suspended_in_a_group_shows_the_sub_s
 
     html = staff_client.get(f"/admin/processes/process/{process.pk}/resume/").content.decode()
 
-    assert '<select name="colour"' in html and "Paint › Choose a colour" in html
+    assert '<select name="colour"' in html and "Paint \u203a Choose a colour" in html
     staff_client.post(f"/admin/processes/process/{process.pk}/resume/", {"colour": "green"})
     process.refresh_from_db()
     assert process.status == "completed"
@@ -327,7 +330,7 @@ def test_a_callback_step_in_a_group_awaits_and_its_answer_is_validated_and_the_g
     process = start_process("t_group_callback", by="alice")
 
     assert process.status == "awaiting_callback"
-    label = "Deploy in a group › Deploy config"
+    label = "Deploy in a group \u203a Deploy config"
     assert log(process)[-1] == (label, "awaiting_callback")
     token = CallbackToken.objects.get(process=process)
     assert (token.position, token.sub_step, token.step_name) == (1, 1, label)
@@ -349,7 +352,7 @@ def test_a_callback_step_in_a_group_awaits_and_its_answer_is_validated_and_the_g
 
 def test_a_callback_in_a_group_delivered_by_hand_goes_on_and_a_refused_answer_restarts_the_group(fake_system):
     process = start_process("t_group_callback")
-    label = "Deploy in a group › Deploy config"
+    label = "Deploy in a group \u203a Deploy config"
 
     deliver(process.process_id, None, {"ok": False, "error": "no route"}, by="dave", reason="the NOC phoned")
 
@@ -377,7 +380,7 @@ def test_a_timer_in_a_group_waits_and_the_sweep_wakes_the_group_at_its_next_sub_
     process = start_process("t_group_timer")
 
     assert process.status == "waiting" and process.failed_reason == ""
-    assert log(process)[-1] == ("Wait in a group › Wait 5 min", "waiting")
+    assert log(process)[-1] == ("Wait in a group \u203a Wait 5 min", "waiting")
     assert ProcessGroupProgress.objects.get(process=process).sub_step == 2
     assert tick(now=process.next_retry_at - timedelta(seconds=1)).woken == []
 
@@ -399,3 +402,39 @@ def test_a_timer_last_in_a_group_ends_the_group_when_it_is_woken():
     assert process.status == "completed"
     assert log(process)[-3:] == [("Wait last", "success"), ("Write C", "success"), ("Done", "complete")]
     assert row(process, "Wait last").state_after()["g1"] == 1
+
+
+# --- where the group's sub-steps show --------------------------------------------------------------------
+def test_the_workflow_api_lists_a_groups_sub_steps_under_its_one_step(api):
+    body = api.get("/api/workflows/t_group/").json()
+
+    assert body["steps"] == ["Start", "Write A", GROUP, "Write C", "Done"]
+    assert body["step_groups"] == {GROUP: ["Write G1", "Write G2 then maybe fail", "Write G3"]}
+
+
+def test_list_workflows_shows_a_groups_sub_steps_under_it():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("list_workflows", "--steps", stdout=out)
+
+    lines = out.getvalue().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip() == f"3. {GROUP} (group)")
+    assert [line.strip() for line in lines[at + 1:at + 4]] == [
+        "a. Write G1 (step)", "b. Write G2 then maybe fail (step)", "c. Write G3 (step)"]
+
+
+def test_a_callback_in_a_group_that_never_comes_fails_the_group_naming_its_sub_step(fake_system):
+    process = start_process("t_group_callback")
+    deadline = process.next_retry_at
+
+    tick(now=deadline + timedelta(seconds=1))
+
+    process.refresh_from_db()
+    assert process.status == "failed"
+    assert process.failed_reason.startswith("no callback within 10 min")
+    assert log(process)[-1] == ("Deploy in a group \u203a Deploy config", "failed")
+    assert not ProcessGroupProgress.objects.exists()
+    assert "g1" not in statelog.rebuild(process)[0]  # a retry starts from the state before the group

@@ -52,7 +52,7 @@ def test_a_group_is_one_step_of_its_own_kind_holding_its_sub_steps_in_order():
     assert group.kind == StepKind.GROUP
     assert group.name == "Both"
     assert group.substeps.names == ["One", "Two"]
-    assert sub_step_label(group, two) == "Both › Two"
+    assert sub_step_label(group, two) == "Both \u203a Two"
     assert step_group("Just one", one).substeps.names == ["One"]  # a single step is a group of one
 
 
