@@ -172,7 +172,8 @@ class _Turn:
     lease: leases.Lease
 
     def done(self, inner: dict[str, Any]) -> Continue:
-        """The sub-step committed its work: save where the group is, or end it with its row."""
+        """The sub-step's work is done: save where the group is, or end it with its row; either commits with
+        that work, in this transaction."""
         if self.index + 1 >= len(self.group.substeps):
             return _finish(self.locked, self.group, self.log_state, inner, self.since, self.begun, self.lease)
         locked = self.locked

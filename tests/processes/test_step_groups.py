@@ -438,3 +438,13 @@ def test_a_callback_in_a_group_that_never_comes_fails_the_group_naming_its_sub_s
     assert log(process)[-1] == ("Deploy in a group \u203a Deploy config", "failed")
     assert not ProcessGroupProgress.objects.exists()
     assert "g1" not in statelog.rebuild(process)[0]  # a retry starts from the state before the group
+
+
+def test_retry_of_a_group_waiting_for_its_timer_wakes_it_and_the_group_goes_on_without_running_again():
+    process = start_process("t_group_timer")
+
+    retried = retry_process(process.process_id, by="bob")
+
+    assert retried.status == "completed"
+    assert (ran("g1", retried), ran("g3", retried)) == (1, 1)  # a wait is no failure: the group is not restarted
+    assert row(retried, "Wait in a group").state_after()["g3"] == 1
