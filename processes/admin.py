@@ -41,7 +41,6 @@ from processes.models import (
 from processes.search import search_processes
 from processes.status_counts import status_counts as count_statuses
 from subscriptions.admin import ReadOnlyAdminMixin
-from workflows.registry import get_workflow
 
 P = ProcessStatus
 RUN_PERMISSION = "processes.run_process"
@@ -255,7 +254,8 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, LivePages, BulkRetryPages, Note
             return self._refused(request, process, OrchestratorError(
                 f"Cannot resume process {process.process_id}: it is not waiting for input "
                 f"(it is {process.get_status_display()})."))
-        serializer = get_workflow(process.workflow.name).steps[process.current_step].form
+        place = operations.awaited_input(process)
+        serializer = place.step.form if place is not None else None
         form = form_for(serializer, data=request.POST if request.method == "POST" else None,
                         initial=pending["initial"])
         extra = {"input_step": pending["step"]}

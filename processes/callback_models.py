@@ -20,6 +20,8 @@ class CallbackToken(models.Model):
     # The step's position in the workflow and its try: a retry's callback is another row, another token.
     position = models.PositiveIntegerField()
     attempt = models.PositiveIntegerField(default=1)
+    # A callback step inside a step group: its index in the group (the position is the group's); else None.
+    sub_step = models.PositiveIntegerField(null=True, blank=True)
     token_hash = models.CharField(max_length=64)
     issued_at = models.DateTimeField(default=timezone.now)
     deadline = models.DateTimeField()

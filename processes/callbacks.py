@@ -31,6 +31,7 @@ from processes.models import (
     CallbackProgress,
     CallbackToken,
     Process,
+    ProcessGroupProgress,
     ProcessLease,
     ProcessStatus,
     ProcessStep,
@@ -78,23 +79,27 @@ def timeout_of(step: Step) -> timedelta:
     return timedelta(seconds=float(orchestrator_setting("CALLBACK_TIMEOUT_SECONDS")))
 
 
-def issue(process_id: uuid.UUID | str, step: Step, position: int, attempt: int) -> Issued:
+def issue(process_id: uuid.UUID | str, step: Step, position: int, attempt: int, *, sub_step: int | None = None,
+          name: str | None = None) -> Issued:
     """A token for `step`'s callback, written in the caller's transaction (the step's): if the step fails,
-    the token never existed."""
+    the token never existed. Inside a step group, `sub_step` is the step's index in the group (at `position`)
+    and `name` how it is shown (workflows.dsl.sub_step_label)."""
     now = timezone.now()
     token = secrets.token_urlsafe(32)
     deadline = now + timeout_of(step)
-    CallbackToken.objects.create(process_id=process_id, step_name=step.name, position=position, attempt=attempt,
-                                 token_hash=_digest(token), issued_at=now, deadline=deadline)
+    CallbackToken.objects.create(process_id=process_id, step_name=name or step.name, position=position,
+                                 sub_step=sub_step, attempt=attempt, token_hash=_digest(token), issued_at=now,
+                                 deadline=deadline)
     kwargs = {"id": str(process_id), "token": token}
     return Issued(token, base_url() + reverse("process-callback", kwargs=kwargs),
                   base_url() + reverse("process-callback-progress", kwargs=kwargs), deadline)
 
 
-def received(process_id: uuid.UUID | str, position: int) -> CallbackToken | None:
-    """The answer taken for the step at `position` and not yet validated, if any."""
-    return (CallbackToken.objects.filter(process_id=process_id, position=position, received_at__isnull=False,
-                                         closed_at__isnull=True).order_by("-id").first())
+def received(process_id: uuid.UUID | str, position: int, sub_step: int | None = None) -> CallbackToken | None:
+    """The answer taken for the step at `position` (and inside a group, its sub-step `sub_step`) and not yet
+    validated, if any."""
+    return (CallbackToken.objects.filter(process_id=process_id, position=position, sub_step=sub_step,
+                                         received_at__isnull=False, closed_at__isnull=True).order_by("-id").first())
 
 
 def close(row: CallbackToken, reason: str) -> None:
@@ -134,10 +139,14 @@ def _refuse_closed(row: CallbackToken, process: Process) -> None:
             f"(at {row.closed_at:%Y-%m-%d %H:%M:%S %Z})")
 
 
-def _awaited_step(process: Process, action: str) -> Step:
+def _awaited_step(process: Process, action: str, row: CallbackToken) -> Step:
     spec = lookups.spec_of(process, action)
     lookups.check_version(process, spec, action)
     step = spec.steps[process.current_step] if process.current_step < len(spec.steps) else None
+    if step is not None and step.kind == StepKind.GROUP:
+        # A callback step inside a step group: the token says which of its sub-steps asked.
+        index = row.sub_step
+        step = step.substeps[index] if index is not None and index < len(step.substeps) else None
     if step is None or step.kind != StepKind.CALLBACK or step.callback is None:
         raise WrongProcessStatus(f"cannot {action} process {process.process_id}: it is not at a callback step",
                                  process_id=process.process_id)
@@ -171,7 +180,7 @@ def deliver(process_id: uuid.UUID | str, token: str | None, payload: Any, *, by:
             raise WrongProcessStatus(
                 f"cannot {action} process {process.process_id}: it is {process.status}, not awaiting a callback",
                 process_id=process.process_id)
-        step = _awaited_step(process, action)
+        step = _awaited_step(process, action, row)
         now = timezone.now()
         if now > row.deadline:
             late = expire(process, row, now, who=who)
@@ -194,10 +203,21 @@ def _take(process: Process, row: CallbackToken, step: Step, payload: Any, who: s
     except StepError as exc:
         raise InvalidInput(f"cannot store this callback's answer: {exc}", errors={"payload": [str(exc)]}) from None
     before = lookups.current_state(process)
-    state = {**before, key: stored}
+    if row.sub_step is None:
+        state = {**before, key: stored}
+    else:
+        # Inside a step group the answer goes to the group's state (processes.groups), which its validate
+        # reads; the log keeps the state before the group until the group's row, so this row changes nothing.
+        progress = ProcessGroupProgress.objects.filter(process=process, sub_step=row.sub_step).first()
+        if progress is None:
+            raise WrongProcessStatus(f"cannot deliver a callback to process {process.process_id}: it is no longer "
+                                     f"at step {row.step_name!r}", process_id=process.process_id)
+        progress.state = {**progress.state, key: stored}
+        progress.save(update_fields=["state"])
+        state = before
     # A snapshot: the validate step (and a recovery of it) starts from this row.
     ProcessStep.objects.create(
-        process=process, name=step.name, status=StepStatus.CALLBACK, state=state,
+        process=process, name=row.step_name, status=StepStatus.CALLBACK, state=state,
         delta=statelog.diff(before, state), error=storable_text(note, 2000), created_by=who,
         started_at=now, completed_at=now, attempt=process.current_attempt,
     )
@@ -206,7 +226,7 @@ def _take(process: Process, row: CallbackToken, step: Step, payload: Any, who: s
     row.save(update_fields=["received_at", "received_by"])
     process.resume()
     process.run()
-    process.last_step = step.name
+    process.last_step = row.step_name
     process.last_modified_at = now
     process.save(update_fields=["status", "next_retry_at", "failed_reason", "traceback", "last_step",
                                 "last_modified_at"])
@@ -250,6 +270,8 @@ def expire(process: Process, row: CallbackToken | None, now: datetime, *, who: s
         created_by=who, started_at=now, completed_at=now, attempt=process.current_attempt,
     )
     process.miss_callback(reason)
+    # Inside a step group: the group failed, and a retry starts it again at its first sub-step.
+    ProcessGroupProgress.objects.filter(process=process).delete()
     process.last_modified_at = now
     process.save(update_fields=["status", "failed_reason", "traceback", "next_retry_at", "last_modified_at"])
     ProcessLease.objects.filter(process=process).delete()

@@ -22,6 +22,8 @@ The contract (the README's "The engine's guarantees"):
 - A children step (sub-processes, parallel branches: processes.joins) creates its children in its step's
   transaction and leaves the process `awaiting_children`, held by no run; a child's final transaction wakes
   it when no other child is left unfinished.
+- A step group (processes.groups) runs one sub-step per such transaction, with the same checks between
+  them; one log row for the whole group, written with its last sub-step.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from django.utils import timezone
 
 from orchestrator_site import logcontext
 from orchestrator_site.conf import orchestrator_setting
-from processes import joins, leases, statelog, steplog, waits
+from processes import groups, joins, leases, statelog, steplog, waits
 from processes.dberrors import connection_lost, drop_connection
 from processes.errors import StepError
 
@@ -241,6 +243,12 @@ def _execute(locked: steplog.Locked, step: Step, state: dict[str, Any], since: s
         steplog.advance(locked, step_name=step.name, step_status=StepStatus.SKIPPED, entry=entry,
                         started=started, finished=timezone.now(), lease=lease)
         return _Outcome(True, state, locked.current_step + 1, entry.since)
+
+    if step.kind == StepKind.GROUP:  # one sub-step per turn (processes.groups)
+        going_on = groups.run(locked, step, state, since, started, lease)
+        if going_on is None:  # the process waits now (input, callback, timer), held by no run
+            return _Outcome(False, released=True)
+        return _Outcome(True, going_on.state, going_on.position, going_on.since)
 
     if step.kind in (StepKind.CALLBACK, StepKind.TIMER, StepKind.CHILDREN):
         run = {StepKind.CALLBACK: waits.run_callback, StepKind.TIMER: waits.run_timer,

@@ -418,5 +418,6 @@ class ProcessStatusCount(models.Model):
 
 # Callback tokens and their progress messages live in a module of their own (this one is long enough).
 from processes.callback_models import CallbackProgress, CallbackToken  # noqa: E402, F401
+from processes.group_models import ProcessGroupProgress  # noqa: E402, F401
 from processes.metric_models import SchedulerTick, StepMetricsCursor, WorkflowStepTotals  # noqa: E402, F401
 from processes.notification_models import Notification  # noqa: E402, F401

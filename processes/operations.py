@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import InvalidInput, NotFound
-from processes import callbacks, engine, leases, statelog, steplog
+from processes import callbacks, engine, groups, leases, statelog, steplog
 from processes.errors import AlreadyRunning, ProcessBusy, WrongProcessStatus
 from processes.executors import get_executor
 from processes.models import (
@@ -121,6 +121,10 @@ def retry(process_id: uuid.UUID | str, *, by: Any = None) -> Process:
         # A callback step runs its action again, with a new token: the old one (and an answer taken but
         # refused by validate) no longer counts. A timer wait is woken now.
         callbacks.close_open(process.process_id, f"the process was retried by {actor_name(by)}")
+        if process.failed_reason or process.status != P.WAITING:
+            # A step group that failed starts again at its first sub-step (a timer's wait is not a failure:
+            # the group goes on after it).
+            groups.forget(process)
         process.resume()  # clears the old failure from the row; the failed step rows keep it
         process.run()
         process.acting_user = actor_name(by)
@@ -194,19 +198,23 @@ def resume(process_id: uuid.UUID | str, user_input: Any, *, by: Any = None) -> P
             )
         spec = engine.spec_of(process, "resume")
         engine.check_version(process, spec, "resume")
-        step = spec.steps[process.current_step]
-        if step.kind != StepKind.INPUT:
+        place = groups.place_of(process, spec)
+        if place is None or place.step.kind != StepKind.INPUT:
             raise WrongProcessStatus(f"process {process.process_id} is not waiting at an input step")
-        validated = validate_input(step.form, user_input, what=f"input for step {step.name!r}")
+        step = place.step
+        validated = validate_input(step.form, user_input, what=f"input for step {place.name!r}")
         who = actor_name(by)
         started = timezone.now()
-        before = engine.current_state(process)
+        before = place.state if place.state is not None else engine.current_state(process)
         state = deep_merge(before, validated)
         InputState.objects.create(
-            process=process, input_type=InputType.USER, step_name=step.name, input=validated, created_by=who,
+            process=process, input_type=InputType.USER, step_name=place.name, input=validated, created_by=who,
         )
         process.resume()
         process.run()
+        if place.group is not None:
+            _resume_in_group(process, place, state, who)
+            return process
         ProcessStep.objects.create(
             process=process, name=step.name, status=StepStatus.SUCCESS, state=state,
             delta=statelog.diff(before, state), created_by=who,
@@ -223,6 +231,19 @@ def resume(process_id: uuid.UUID | str, user_input: Any, *, by: Any = None) -> P
         ])
         leases.queue(process.process_id, fresh=True)
     return process
+
+
+def _resume_in_group(process: Process, place: groups.Place, state: dict[str, Any], who: str) -> None:
+    """Resume at an input step inside a step group: the input goes to the group's state and the group goes on
+    with its next sub-step; no log row (the group's row, at its end, shows the input; InputState keeps who
+    gave it). In resume's transaction, with the process already made running."""
+    groups.save_progress(process.process_id, process.current_step, place.index + 1, state, timezone.now())
+    process.last_step = place.name
+    process.acting_user = who
+    process.last_modified_at = timezone.now()
+    process.save(update_fields=["status", "next_retry_at", "failed_reason", "traceback", "last_step", "acting_user",
+                                "last_modified_at"])
+    leases.queue(process.process_id, fresh=True)
 
 
 def abort(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Process:
@@ -313,6 +334,7 @@ def skip_step(process_id: uuid.UUID | str, *, by: Any = None, reason: str = "") 
         who = actor_name(by)
         text = f"skipped by {who}: {reason}"
         callbacks.close_open(process.process_id, text)
+        groups.forget(process)  # a step group is skipped whole
         now = timezone.now()
         ProcessStep.objects.create(
             process=process, name=step.name, status=StepStatus.SKIPPED, state=engine.current_state(process),
@@ -344,26 +366,35 @@ def pending_form(process: Process) -> dict[str, Any] | None:
     """
     from workflows.forms import json_schema
 
+    place = awaited_input(process)
+    if place is None:
+        return None
+    step = place.step
+    initial: dict[str, Any] = {}
+    try:
+        with transaction.atomic():
+            state = place.state if place.state is not None else engine.current_state(process)
+            initial, _, _ = call_step(step, state, acting_user=process.acting_user)
+            transaction.set_rollback(True)
+    except Exception as exc:  # a form without initial values is still a form
+        logger.warning("process %s: initial values for %r failed: %s", process.process_id, place.name, exc)
+    fields = json_schema(step.form)["properties"]
+    return {
+        "step": place.name,
+        "schema": json_schema(step.form, title=place.name),
+        "initial": {key: value for key, value in initial.items() if key in fields},
+    }
+
+
+def awaited_input(process: Process) -> groups.Place | None:
+    """The input step a suspended process waits at (inside a step group: the sub-step), or None when it waits
+    for nothing or its workflow left the code."""
     if process.status != P.SUSPENDED:
         return None
     try:
         spec = get_workflow(process.workflow.name)
     except NotFound:
         return None
-    if process.current_step >= len(spec.steps) or spec.steps[process.current_step].kind != StepKind.INPUT:
-        return None
-    step = spec.steps[process.current_step]
-    initial: dict[str, Any] = {}
-    try:
-        with transaction.atomic():
-            initial, _, _ = call_step(step, engine.current_state(process), acting_user=process.acting_user)
-            transaction.set_rollback(True)
-    except Exception as exc:  # a form without initial values is still a form
-        logger.warning("process %s: initial values for %r failed: %s", process.process_id, step.name, exc)
-    fields = json_schema(step.form)["properties"]
-    return {
-        "step": step.name,
-        "schema": json_schema(step.form, title=step.name),
-        "initial": {key: value for key, value in initial.items() if key in fields},
-    }
+    place = groups.place_of(process, spec)
+    return place if place is not None and place.step.kind == StepKind.INPUT else None
 

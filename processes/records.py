@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import NotFound
+from processes import groups
 from processes.dberrors import connection_lost, drop_connection, storable_text
 from processes.lookups import current_state, get_process, step_label
 from processes.models import CallbackToken, Process, ProcessLease, ProcessStatus, ProcessStep, StepStatus
@@ -56,6 +57,7 @@ def abort_locked(process: Process, who: str, reason: str = "") -> str:
     process.last_modified_at = now
     process.save(update_fields=["status", "failed_reason", "next_retry_at", "last_step", "last_modified_at"])
     ProcessLease.objects.filter(process=process).delete()
+    groups.forget(process)
     # An awaited callback's token stops working with it.
     CallbackToken.objects.filter(process=process, closed_at__isnull=True).update(
         closed_at=now, closed_reason=text[:500])
@@ -123,6 +125,10 @@ def _record_failure(process_id: uuid.UUID | str, exc: BaseException, started: An
             spec = None  # removed from code: the failure names the step as the process knew it
         step = spec.steps[process.current_step] if spec and process.current_step < len(spec.steps) else None
         name = step.name if step else step_label(process.workflow_version, process.current_step)
+        if step is not None and step.kind == StepKind.GROUP:
+            # The sub-step that failed is named (workflows.dsl.sub_step_label); the group's place goes: a retry starts
+            # it again at its first sub-step, from the state before the group (`state`: the log's).
+            step, name = groups.failed_in(process, step)
         if state is None:
             state = current_state(process)
         retrying = step is not None and step.kind == StepKind.RETRY
@@ -222,6 +228,7 @@ def fail_running(process_id: uuid.UUID | str, reason: str, error_type: str = "",
         process.save(update_fields=["status", "failed_reason", "traceback", "next_retry_at", "current_attempt",
                                     "last_step", "last_modified_at"])
         ProcessLease.objects.filter(process=process).delete()
+        groups.forget(process)  # a retry starts a group it was in again at its first sub-step
     logger.error("process %s: failed by the engine: %s", process_id, reason)
     return True
 

@@ -82,7 +82,7 @@ def run_timer(locked: steplog.Locked, step: Step, state: dict[str, Any], since: 
               started: datetime, lease: leases.Lease) -> Continue:
     """A timer: wait until the moment its function names (the sweep wakes the process), or go on at once
     when that moment is not in the future."""
-    until = _moment(step, call_timer(step, state, acting_user=locked.acting_user))
+    until = moment(step, call_timer(step, state, acting_user=locked.acting_user))
     now = timezone.now()
     if until is None or until <= now:
         entry = statelog.entry(state, statelog.no_change(), since)
@@ -108,14 +108,15 @@ def run_timer(locked: steplog.Locked, step: Step, state: dict[str, Any], since: 
     return None
 
 
-def _moment(step: Step, value: Any) -> datetime | None:
+def moment(step: Step, value: Any) -> datetime | None:
+    """The moment a timer's function named (`value`), checked: an aware datetime, or None for no wait."""
     if value is None:
         return None
-    moment = parse_datetime(value) if isinstance(value, str) else value
-    if not isinstance(moment, datetime):
+    when = parse_datetime(value) if isinstance(value, str) else value
+    if not isinstance(when, datetime):
         raise StepError(f"timer {step.name!r} returned {value!r}: a timer returns the moment to wait for (an aware "
                         f"datetime or ISO 8601 text with its time zone), or None")
-    if timezone.is_naive(moment):
+    if timezone.is_naive(when):
         raise StepError(f"timer {step.name!r} returned {value!r}, a moment without a time zone: say which "
                         f"(an aware datetime, or ISO 8601 text ending in Z or +HH:MM)")
-    return moment
+    return when

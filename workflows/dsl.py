@@ -1,5 +1,5 @@
 """The workflow DSL: steps, input steps, retry steps, callback steps, timers, conditions, steps that run again,
-and `>>` to chain them."""
+step groups, and `>>` to chain them."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ class StepKind(StrEnum):
     CALLBACK = "callback"
     TIMER = "timer"
     CHILDREN = "children"
+    GROUP = "group"
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Step:
     callback: CallbackSpec | None = None
     # A sub-processes or parallel step's children (workflows.compose.ChildrenSpec); None for other kinds.
     children: Any = None
+    # A step group's sub-steps (step_group), run one after the other; empty for other kinds.
+    substeps: StepList = field(default_factory=lambda: StepList())
 
     def __rshift__(self, other: Step | StepList) -> StepList:
         return StepList([self]) >> other
@@ -286,6 +289,52 @@ def sleep(duration: timedelta, name: str | None = None) -> Step:
         return timezone.now() + duration
 
     return _make(label, StepKind.TIMER)(moment)
+
+
+# --- several steps shown and logged as one ---------------------------------------------------------------
+# Between a group's name and a sub-step's, in the names of the rows and places that name a sub-step.
+GROUP_SEPARATOR = " \u203a "  # a single right-pointing angle quotation mark
+
+
+def sub_step_label(group: Step, sub: Step) -> str:
+    """How a sub-step is named where it shows on its own (a failed row, a suspended process): the group's
+    name, GROUP_SEPARATOR, the sub-step's."""
+    return f"{group.name}{GROUP_SEPARATOR}{sub.name}"
+
+
+def step_group(name: str, steps: StepList | Step) -> Step:
+    """Several steps shown and logged as one: `step_group("Configure the node", begin >> a >> b >> c)`.
+
+    The group takes one place in the workflow (its name) and writes one log row, holding the state after
+    its last sub-step. Each sub-step still runs in a transaction of its own (its writes commit with it). A
+    failed sub-step fails the group, and a retry restarts the group at its first sub-step, from the state
+    before the group: sub-steps must be safe to run again. Input steps, callback steps and timers work inside
+    a group; `done`, `abort`, nested groups and steps that return `again(...)` do not.
+    `conditional(predicate)(group)` skips the whole group.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"a step group needs a name: step_group(\"Describe the work\", steps), got {name!r}")
+    try:
+        substeps = as_steplist(steps)
+    except TypeError as exc:
+        raise TypeError(f"step group {name!r}: {exc}") from None
+    if not substeps:
+        raise TypeError(f"step group {name!r} has no steps: give it at least one (begin >> a >> b)")
+    for sub in substeps:
+        if sub.kind == StepKind.GROUP:
+            raise TypeError(f"step group {name!r} holds the step group {sub.name!r}: groups cannot be nested; "
+                            f"put its steps in {name!r} directly")
+        if sub.kind == StepKind.CHILDREN:
+            raise TypeError(f"step group {name!r} holds {sub.name!r}, a step that starts child processes: put it "
+                            f"before or after the group (its children are a unit of their own)")
+        if sub.kind in (StepKind.DONE, StepKind.ABORT):
+            raise TypeError(f"step group {name!r} holds {sub.name!r} ({sub.kind}): a group cannot end the process; "
+                            f"put {sub.kind} after the group")
+    duplicates = sorted({n for n in substeps.names if substeps.names.count(n) > 1})
+    if duplicates:
+        raise TypeError(f"step group {name!r} has more than one step named {', '.join(map(repr, duplicates))}: "
+                        f"sub-step names identify where the group stopped, so they must be unique in it")
+    return Step(name=name, func=_noop, kind=StepKind.GROUP, substeps=substeps)
 
 
 init = Step("Start", _noop)

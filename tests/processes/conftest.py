@@ -8,7 +8,7 @@ import pytest
 
 from processes.models import ProcessStep
 from subscriptions.models import ResourceType
-from tests.processes import flows, wait_flows  # noqa: F401  (the test workflows)
+from tests.processes import flows, group_flows, wait_flows  # noqa: F401  (the test workflows)
 from workflows.node.demo import load_demo_products
 from workflows.node.products import NodeProduct, PortProduct
 

@@ -10,6 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from workflows.dsl import StepKind
 from workflows.forms import json_schema
 from workflows.models import Target
 from workflows.registry import WorkflowSpec
@@ -38,10 +39,17 @@ class WorkflowDetailSerializer(WorkflowSerializer):
     )
     steps = serializers.ListField(child=serializers.CharField(), source="spec.steps.names",
                                   help_text="Step names, in order, including the standard ones.")
+    step_groups = serializers.SerializerMethodField(
+        help_text="The sub-steps of each step group among `steps`, by the group's name (each group is one step).",
+    )
     allowed_statuses = serializers.ListField(
         child=serializers.CharField(), source="spec.allowed_statuses",
         help_text="Lifecycle statuses a subscription must be in for the workflow to start on it (empty: any).",
     )
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}})
+    def get_step_groups(self, item: WorkflowItem) -> dict[str, list[str]]:
+        return {step.name: step.substeps.names for step in item.spec.steps if step.kind == StepKind.GROUP}
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_initial_input_form(self, item: WorkflowItem) -> dict[str, Any]:

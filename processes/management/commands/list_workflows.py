@@ -30,4 +30,6 @@ class Command(ProcessCommand):
             if steps:
                 for number, step in enumerate(spec.steps, 1):
                     self.stdout.write(f"{'':<{width}}    {number:>2}. {step.name} ({step.kind})")
+                    for letter, sub in zip("abcdefghijklmnopqrstuvwxyz", step.substeps, strict=False):
+                        self.stdout.write(f"{'':<{width}}        {letter}. {sub.name} ({sub.kind})")
         self.stdout.write(f"{len(specs)} workflows.")
