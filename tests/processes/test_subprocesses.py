@@ -333,3 +333,33 @@ def _close() -> None:
     from django.db import connection
 
     connection.close()
+
+
+def test_a_waiting_parent_run_again_recovered_or_retried_starts_no_child_again(settings):
+    """After the children step committed (its worker may die right after), nothing runs that step again."""
+    from processes.recovery import recover_stalled_processes
+
+    settings.ORCHESTRATOR = {"EXECUTOR": "tests.processes.flows.DeferredExecutor"}
+    parent = start_process("t_fan_out", user_input={"count": 4, "tag": "once"}, by="alice")
+    run_process(parent.process_id)
+    assert Process.objects.get(pk=parent.pk).status == "awaiting_children"
+    made = sorted(Process.objects.filter(parent=parent).values_list("process_id", flat=True))
+
+    run_process(parent.process_id)  # a duplicated or redelivered message
+    assert recover_stalled_processes() == []
+    with pytest.raises(WrongProcessStatus):
+        retry_process(parent.process_id, by="ops")
+
+    assert sorted(Process.objects.filter(parent=parent).values_list("process_id", flat=True)) == made
+    assert [n for n, _ in log(parent)] == ["Start", "Work on every item"]
+
+
+def test_the_database_refuses_a_second_child_for_one_item_of_one_round():
+    from django.db import IntegrityError
+
+    from tests.factories import ProcessFactory
+
+    parent = start_process("t_fan_out_confirm", user_input={"count": 1, "tag": "unique"}, by="alice")
+    first = children(parent)[0]
+    with pytest.raises(IntegrityError):
+        ProcessFactory(parent=parent, parent_step=first.parent_step, child_index=0, child_round=1)
