@@ -85,7 +85,7 @@ def _inputs(step: Step, state: dict[str, Any], acting_user: str) -> list[dict[st
     if items is None:
         return []
     if not isinstance(items, list | tuple) or not all(isinstance(item, dict) for item in items):
-        raise StepError(f"{step.name!r}: inputs_from_state must return a list of dicts (one input per child), "
+        raise StepError(f"inputs_from_state must return a list of dicts (one input per child), "
                         f"not {type(items).__name__}")
     return [dict(item) for item in items]
 
@@ -106,7 +106,7 @@ def _start(locked: steplog.Locked, step: Step, items: dict[int, tuple[dict[str, 
             if isinstance(exc, DatabaseError) and connection_lost(exc):
                 raise
             what = f"branch {index + 1}" if spec.is_parallel else f"item {index + 1}"
-            raise StepError(f"{step.name!r}: cannot start the child for {what} ({count} of {total}, workflow "
+            raise StepError(f"cannot start the child for {what} ({count} of {total}, workflow "
                             f"{name}): {exc}; no child was started") from exc
 
 
@@ -160,7 +160,7 @@ def _merge_branches(step: Step, state: dict[str, Any], children: list[dict[str, 
             if state.get(key, _MISSING) == value:
                 continue
             if key in changed and changed[key][1] != value:
-                raise StepError(f"{step.name!r}: branches {changed[key][0]} and {branch} both set {key!r}, to "
+                raise StepError(f"branches {changed[key][0]} and {branch} both set {key!r}, to "
                                 f"different values; let one branch own each key")
             changed[key] = (branch, value)
         removed |= {key for key in state if key not in ENGINE_KEYS and key not in result}

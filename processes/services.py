@@ -111,6 +111,19 @@ def start_child(spec: WorkflowSpec, *, parent: ChildOf, user_input: Any, by: Any
     return _start(spec, subscription_id, validated, by=by, child=parent)
 
 
+def _ancestors(child: ChildOf | None) -> frozenset[uuid.UUID]:
+    """The parent of a child being started, its parent, and so on up (a few rows: composition is shallow)."""
+    found: set[uuid.UUID] = set()
+    current = child.parent_id if child is not None else None
+    while current is not None:
+        pk = current if isinstance(current, uuid.UUID) else uuid.UUID(str(current))
+        if pk in found:
+            break
+        found.add(pk)
+        current = Process.objects.filter(pk=pk).values_list("parent_id", flat=True).first()
+    return frozenset(found)
+
+
 def _checked_input(spec: WorkflowSpec, subscription_id: Any, user_input: Any) -> dict[str, Any]:
     if spec.needs_subscription and subscription_id in (None, ""):
         raise InvalidInput(
@@ -144,7 +157,7 @@ def _start(spec: WorkflowSpec, subscription_id: Any, validated: dict[str, Any], 
                     f"{subscription.subscription_id}, it is now {subscription.version}; reload it and try again",
                     subscription_id=subscription.subscription_id,
                 )
-            reasons = reasons_not_startable(spec, subscription)
+            reasons = reasons_not_startable(spec, subscription, family=_ancestors(child))
         else:
             if spec.run_predicates:
                 # Serialize the starts of this task while its predicates look: two starts of a task that

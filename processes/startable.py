@@ -102,13 +102,16 @@ class Surroundings:
     """What the checks need to know about one subscription, read once and only when a check asks for it
     (a read-only workflow's start needs none of it), in a constant number of queries."""
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(self, subscription: Subscription, family: frozenset[uuid.UUID] = frozenset()) -> None:
         self.subscription = subscription
         self.workflows = all_workflows()
+        # A child process's ancestors (processes.joins): what they hold does not keep their child off its
+        # neighbours (a node's migration fans out to its ports while it holds the node).
+        self.family = family
 
     @classmethod
-    def of(cls, subscription: Subscription) -> Surroundings:
-        return cls(subscription)
+    def of(cls, subscription: Subscription, family: frozenset[uuid.UUID] = frozenset()) -> Surroundings:
+        return cls(subscription, family)
 
     @cached_property
     def users(self) -> list[Relation]:
@@ -133,8 +136,9 @@ class Surroundings:
         """Neighbours another process holds, or that are out of sync: a workflow here must wait for them."""
         locked = []
         for neighbour in self.neighbours():
-            holders = [h for h in self.holders.get(neighbour.subscription_id, []) if holds(h, self.workflows)]
-            if holders or not neighbour.insync:
+            held = [h for h in self.holders.get(neighbour.subscription_id, []) if holds(h, self.workflows)]
+            holders = [h for h in held if h.process_id not in self.family]
+            if holders or (not neighbour.insync and len(held) == len(holders)):
                 locked.append({
                     **neighbour.as_dict(),
                     "held_by": str(holders[0].process_id) if holders else None,
@@ -151,13 +155,15 @@ def _describe_locked(item: dict[str, Any]) -> str:
 
 
 def reasons_not_startable(spec: WorkflowSpec, subscription: Subscription, *, user: Any = None,
-                          around: Surroundings | None = None) -> list[Refusal]:
+                          around: Surroundings | None = None,
+                          family: frozenset[uuid.UUID] = frozenset()) -> list[Refusal]:
     """Why `spec` cannot start on `subscription` now; empty when it can.
 
     With `user`, the workflow's own authorize hook is asked too (403), so nothing is offered that a start
     would then refuse. `around` is the subscription's Surroundings, when the caller has read them already.
+    `family`: the ancestors of the child process being started, whose holds on neighbours do not count.
     """
-    around = around or Surroundings.of(subscription)
+    around = around or Surroundings.of(subscription, family)
     reasons: list[Refusal] = []
     product = subscription.product
     if spec.product_types and product.product_type not in spec.product_types:

@@ -13,7 +13,7 @@ from rest_framework import serializers
 from subscriptions.models import ResourceType
 from workflows.compose import parallel, subprocesses
 from workflows.dsl import State, StepList, begin, inputstep, step
-from workflows.node.products import NodeProduct
+from workflows.node.products import NodeProduct, PortProduct
 from workflows.registry import modify_workflow, workflow
 
 # Set by the tests: items whose child fails (their "Work on the item" step raises while the item is listed),
@@ -125,6 +125,37 @@ def one_per_node(node_ids: list) -> list[dict]:
 def t_rename_nodes() -> StepList:
     return begin >> subprocesses("t_child_rename", one_per_node, result_key="renames",
                                  result=lambda state: state["renamed_to"])
+
+
+# --- a node's change that fans out to its ports, holding the node meanwhile ------------------------------
+class PortIdsForm(serializers.Serializer):
+    port_ids = serializers.ListField(child=serializers.UUIDField(), max_length=100)
+
+
+class NoteForm(serializers.Serializer):
+    note = serializers.CharField(max_length=60)
+
+
+@step("Describe the port")
+def describe_port(subscription: PortProduct, note: str) -> State:
+    subscription.description = f"{subscription.description} ({note})"
+    return {"subscription": subscription, "described": subscription.description}
+
+
+@modify_workflow("Composition test: describe one port", product_types=["Port"], initial_input_form=NoteForm)
+def t_child_port() -> StepList:
+    return begin >> describe_port
+
+
+def one_per_port(port_ids: list) -> list[dict]:
+    return [{"subscription_id": str(port_id), "note": "moved"} for port_id in port_ids]
+
+
+@modify_workflow("Composition test: move a node's ports, each in a child", product_types=["Node"],
+                 initial_input_form=PortIdsForm)
+def t_move_ports() -> StepList:
+    return begin >> subprocesses("t_child_port", one_per_port, result_key="ports",
+                                 result=lambda state: state["described"])
 
 
 # --- a child that waits for input, so the parent has a running child to abort ---------------------------

@@ -212,6 +212,33 @@ def test_each_child_holds_its_own_subscription_and_a_held_one_refuses_the_whole_
     assert children(parent) == []
 
 
+def test_a_parent_holding_a_node_fans_out_to_its_ports_which_another_process_could_not_touch(active_node,
+                                                                                             active_port):
+    """The node's own process is no stranger to its ports' children: its hold on the node does not keep them
+    off its ports; anyone else's hold does, as for any start."""
+    from processes.models import ProcessSubscription
+    from workflows.errors import SubscriptionOutOfSync
+
+    # Without a parent, a start on the port while a process holds its node is refused.
+    holder = start_process("t_hold_node", subscription_id=active_node.pk, by="carol")
+    with pytest.raises(SubscriptionOutOfSync, match="related subscriptions in use"):
+        start_process("t_child_port", subscription_id=active_port.pk, user_input={"note": "x"}, by="dave")
+    abort_process(holder.process_id, by="carol")
+    Subscription.objects.filter(pk=active_node.pk).update(insync=True)  # as staff would after that abort
+
+    parent = start_process("t_move_ports", subscription_id=active_node.pk,
+                           user_input={"port_ids": [str(active_port.pk)]}, by="alice")
+    parent.refresh_from_db()
+
+    assert parent.status == "completed", parent.failed_reason
+    assert current_state(parent)["ports"] == ["Port rtr-1 xe-0/0/0 (moved)"]
+    assert Subscription.objects.get(pk=active_port.pk).description == "Port rtr-1 xe-0/0/0 (moved)"
+    kid = children(parent)[0]
+    assert ProcessSubscription.objects.get(process=kid).subscription_id == active_port.pk
+    assert Subscription.objects.get(pk=active_node.pk).insync  # the parent gave the node back at its end
+    assert Subscription.objects.get(pk=active_port.pk).insync
+
+
 @pytest.mark.requires_postgres
 def test_two_last_children_ending_at_once_wake_the_parent_exactly_once_in_50_rounds(settings):
     """The join under a race: both children's final transactions count the unfinished siblings at the same
