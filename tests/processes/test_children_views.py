@@ -138,6 +138,13 @@ def test_the_list_hides_children_lists_only_them_or_one_parent_s_children(staff_
     assert all(row["parent"] is None and row["child_index"] is None for row in listed("is_child=false"))
 
 
+def test_a_malformed_parent_is_a_400_naming_it(staff_api):
+    response = staff_api.get(URL, {"parent": "nope"})
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["parent"]
+
+
 def test_a_parent_s_detail_costs_the_same_queries_with_3_or_30_children(staff_api, staff_client):
     few, _ = fan_out(3, "few")
     many, many_kids = fan_out(30, "many")
@@ -300,7 +307,8 @@ def test_a_child_s_abort_page_says_it_fails_the_waiting_parent_s_step(staff_clie
 
     line = text_of(element(page, "abort-child-of", "p"))
     assert line.startswith(f"This is child 2 of process {short(parent)} (t_fan_out_confirm), which waits for it at "
-                           f"step 'Confirm every item': once its other children have ended, the parent fails that step.")
+                           f"step 'Confirm every item': once its other children have ended, the parent fails that "
+                           f"step.")
     assert 'id="abort-children"' not in page
 
 
