@@ -22,9 +22,10 @@ from processes import operations, services
 from processes.admin_actions import ACTIONS, BADGE_COLOURS, BADGE_DEFAULT, NEEDS_ATTENTION, badge
 from processes.admin_bulk_retry import BulkRetryPages
 from processes.admin_callbacks import CallbackPages
+from processes.admin_children import ChildrenPages
 from processes.admin_columns import ProcessColumns
 from processes.admin_detail import ProcessDetailPages
-from processes.admin_filters import CreatedByFilter
+from processes.admin_filters import CreatedByFilter, HierarchyFilter, ParentFilter
 from processes.admin_forms import AbortForm, SkipForm, form_for, input_from, put_errors_on
 from processes.admin_history import record, with_reason
 from processes.admin_live import LivePages
@@ -48,7 +49,7 @@ RUN_PERMISSION = "processes.run_process"
 # --- The process list ----------------------------------------------------------------------------
 @admin.register(Process)
 class ProcessAdmin(ProcessColumns, ProcessTimes, LivePages, BulkRetryPages, NotePages, CallbackPages,
-                   ProcessDetailPages, admin.ModelAdmin):
+                   ChildrenPages, ProcessDetailPages, admin.ModelAdmin):
     # What fits a 1366 px screen beside the filters (processes.admin_columns).
     list_display = [
         "process_and_status", "workflow_name", "subscription_links", "last_step_and_reason", "started", "duration",
@@ -56,8 +57,10 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, LivePages, BulkRetryPages, Note
     list_display_links = None  # process_and_status links the id itself, not the badge under it
     # Each filter's choices come from the code (status, task, dates), the small workflow table, or an
     # index (CreatedByFilter): none reads the processes, which a SELECT DISTINCT over them would.
+    # Children are listed by default: a failed child is the process to retry, and the counts at the top count
+    # them too. HierarchyFilter hides them; ParentFilter (?parent=) lists one process's children.
     list_filter = [
-        "status", "workflow", "workflow__target", "is_task", CreatedByFilter,
+        "status", "workflow", "workflow__target", "is_task", HierarchyFilter, ParentFilter, CreatedByFilter,
         ("started_at", admin.DateFieldListFilter),
     ]
     list_select_related = ["workflow"]
@@ -288,7 +291,7 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, LivePages, BulkRetryPages, Note
                 record(self, request, process, with_reason("Aborted", reason))
                 messages.success(request, f"Aborted process {process.process_id}: {process.failed_reason}.")
             return self._to_detail(process)
-        return self._render_action(request, process, "abort", form)
+        return self._render_action(request, process, "abort", form, self.abort_context(process))
 
     def skip_view(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponse:
         process = self._action_process(request, object_id, "skip")

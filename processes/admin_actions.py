@@ -19,6 +19,8 @@ BADGE_COLOURS: dict[str, str] = {
     P.FAILED: "#c62828", P.INCONSISTENT_DATA: "#c62828", P.API_UNAVAILABLE: "#c62828",
     P.WAITING: "#b34700", P.SUSPENDED: "#1565c0", "suspend": "#1565c0",
     P.AWAITING_CALLBACK: "#1565c0", "awaiting_callback": "#1565c0", "callback": "#00695c",
+    # A parent awaiting its children, and its step row "children started" (the same value for both).
+    P.AWAITING_CHILDREN: "#6a1b9a",
     P.RUNNING: "#00727d", P.CREATED: "#00727d", P.RESUMED: "#00727d",
     P.ABORTED: "#616161", "abort": "#616161", "skipped": "#6d4c41",
 }

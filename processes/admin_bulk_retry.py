@@ -31,7 +31,11 @@ NOT_RETRIED_FIELD = "_not_retried"
 
 def not_retryable_reason(process: Process) -> str:
     allowed = ", ".join(str(ProcessStatus(status).label) for status in RETRYABLE)
-    return f"it is {process.get_status_display()}; only {allowed} processes can be retried"
+    text = f"it is {process.get_status_display()}; only {allowed} processes can be retried"
+    if process.status == ProcessStatus.AWAITING_CHILDREN:
+        # What does move it on: its page names the children that stop it.
+        text += " (retry or skip its failed children instead: it goes on when all of them have ended)"
+    return text
 
 
 def describe(process: Process) -> str:

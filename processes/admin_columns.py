@@ -43,10 +43,16 @@ class ProcessColumns:
 
     @admin.display(description="process · status", ordering="status")
     def process_and_status(self, obj: Process) -> SafeString:
-        # The id (the link to the page) with the status under it: one column's width for both.
-        return format_html('<a class="process-link" href="{}">{}</a><div class="process-status">{}</div>',
+        # The id (the link to the page) with the status under it: one column's width for both; for a child, a
+        # link to its parent under them (parent and item are columns of the row: no query).
+        cell = format_html('<a class="process-link" href="{}">{}</a><div class="process-status">{}</div>',
                            reverse("admin:processes_process_change", args=[obj.pk]), obj.short_id,
                            badge(obj.status, obj.get_status_display()))
+        if obj.parent_id is None:
+            return cell
+        return format_html('{}<div class="process-parent">child {} of <a href="{}" title="{}">{}</a></div>', cell,
+                           (obj.child_index or 0) + 1, reverse("admin:processes_process_change", args=[obj.parent_id]),
+                           obj.parent_id, str(obj.parent_id)[:8] + "…")
 
     @admin.display(description="workflow", ordering="workflow__name")
     def workflow_name(self, obj: Process) -> SafeString:

@@ -28,6 +28,7 @@ NO_CHANGE = {
     StepStatus.WAITING: "a timer: the process waited here, holding no worker",
     StepStatus.AWAITING_CALLBACK: "the external system was asked; the process awaited its callback, holding no worker",
     StepStatus.CALLBACK: "the callback's answer was taken, for the step to check",
+    StepStatus.AWAITING_CHILDREN: "child processes were started; the process awaited them, holding no worker",
 }
 
 

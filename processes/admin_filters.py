@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.contrib import admin
@@ -57,3 +58,49 @@ class CreatedByFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Process]) -> QuerySet[Process]:
         chosen = self.value()
         return queryset.filter(created_by=chosen) if chosen else queryset
+
+
+class HierarchyFilter(admin.SimpleListFilter):
+    """Top-level processes or child processes only (the API's ?is_child=, with the same values); all by default."""
+
+    title = "hierarchy"
+    parameter_name = "is_child"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("false", "top-level only"), ("true", "children only")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Process]) -> QuerySet[Process]:
+        # parent is a column of the process: no join.
+        if self.value() == "false":
+            return queryset.filter(parent__isnull=True)
+        if self.value() == "true":
+            return queryset.filter(parent__isnull=False)
+        return queryset
+
+
+class ParentFilter(admin.SimpleListFilter):
+    """One process's children, of every step and round (?parent=<id>, linked from the parent's page); shown only
+    while chosen (a list of every parent would read the processes)."""
+
+    title = "parent"
+    parameter_name = "parent"
+
+    def _chosen(self) -> uuid.UUID | None:
+        try:
+            return uuid.UUID(str(self.value())) if self.value() else None
+        except ValueError:
+            return None
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        chosen = self._chosen()
+        return [(str(chosen), f"children of {str(chosen)[:8]}…")] if chosen else []
+
+    def has_output(self) -> bool:
+        # Also with a malformed id: the filter must still apply (and find nothing) rather than be dropped.
+        return self.value() is not None
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Process]) -> QuerySet[Process]:
+        if self.value() is None:
+            return queryset
+        chosen = self._chosen()
+        return queryset.filter(parent_id=chosen) if chosen else queryset.none()

@@ -27,10 +27,14 @@ class LivePages:
     progress on the process page, and the list's check for changes (`live/?ids=...`)."""
 
     def detail_context(self, request: HttpRequest, process: Process) -> dict[str, Any]:
-        # The API detail's ETag as the API would serve it to this user: the page's first poll answers 304.
-        tag = process_etag(process.last_modified_at, process.status, process.note, bool(request.user.is_staff))
+        context = super().detail_context(request, process)
+        # The API detail's ETag as the API would serve it to this user: the page's first poll answers 304. A
+        # parent's children are in it (admin_children put them in the context), so its page follows them.
+        family = context.get("process_children")
+        stamp = family["children"].stamp if family else ""
+        tag = process_etag(process.last_modified_at, process.status, process.note, bool(request.user.is_staff), stamp)
         live = poll_config([process.status], reverse("process-detail", args=[process.pk]), tag)
-        return {**super().detail_context(request, process), "live": live, "running_step": running_step(process)}
+        return {**context, "live": live, "running_step": running_step(process)}
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)

@@ -21,7 +21,7 @@ P = ProcessStatus
 
 # The counts on the dashboard, in this order: failed and waiting need a human (highlighted when any);
 # the others say what is in flight or parked.
-WATCHED: tuple[str, ...] = (P.FAILED, P.WAITING, P.AWAITING_CALLBACK, P.SUSPENDED, P.RUNNING)
+WATCHED: tuple[str, ...] = (P.FAILED, P.WAITING, P.AWAITING_CALLBACK, P.AWAITING_CHILDREN, P.SUSPENDED, P.RUNNING)
 NEEDS_A_HUMAN: tuple[str, ...] = (P.FAILED, P.WAITING)
 # What the chart counts: processes that ended (or stopped for a human) with these statuses now.
 SERIES: tuple[str, ...] = (P.COMPLETED, P.FAILED)

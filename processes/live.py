@@ -21,8 +21,9 @@ P = ProcessStatus
 
 # Moves on by itself, step by step: a page showing one checks often.
 MOVING = frozenset({P.CREATED, P.RUNNING, P.RESUMED})
-# Moves on when the scheduler's sweep or an external system's callback says so: minutes apart, checked less often.
-WAITING = frozenset({P.WAITING, P.AWAITING_CALLBACK})
+# Moves on when the scheduler's sweep, an external system's callback or its last child says so: minutes apart,
+# checked less often (a parent's page also reloads when one of its children moved: its ETag takes them in).
+WAITING = frozenset({P.WAITING, P.AWAITING_CALLBACK, P.AWAITING_CHILDREN})
 # Everything else (completed, aborted, failed, suspended, ...) changes only by a person's action, made from a
 # page that then shows the outcome: nothing to check.
 UNFINISHED = MOVING | WAITING
@@ -30,12 +31,15 @@ UNFINISHED = MOVING | WAITING
 FAST, SLOW, OFF = "fast", "slow", "off"
 
 
-def process_etag(last_modified_at: datetime, process_status: str, note: str, staff: bool) -> str:
+def process_etag(last_modified_at: datetime, process_status: str, note: str, staff: bool, children: str = "") -> str:
     """The API detail's ETag. The process page embeds it, and its poll sends it back (304 while unchanged)."""
     # Staff see tracebacks, others do not: two representations, two tags. The note is in it because setting
-    # one does not touch last_modified_at (services.set_note says why).
+    # one does not touch last_modified_at (services.set_note says why). So are a parent's children (their
+    # count and last change: processes.children.stamp_of): they move while the parent's own row stays as it is.
     note_digest = hashlib.sha256((note or "").encode()).hexdigest()
     raw = f"{last_modified_at.isoformat()}|{process_status}|{note_digest}|{int(staff)}"
+    if children:
+        raw += f"|{children}"
     return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
 
 

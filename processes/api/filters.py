@@ -49,6 +49,14 @@ class ProcessFilter(filters.FilterSet):
     )
     created_by = filters.CharFilter(help_text="The user name of whoever started the process.")
     is_task = filters.BooleanFilter()
+    # A column of the process itself: no join, no DISTINCT (as status).
+    is_child = filters.BooleanFilter(
+        field_name="parent", lookup_expr="isnull", exclude=True, distinct=False,
+        help_text="false: only top-level processes (children hidden); true: only child processes (started by a "
+                  "parent's sub-processes or parallel step).",
+    )
+    parent = filters.UUIDFilter(field_name="parent_id", distinct=False,
+                                help_text="The children of this process (its id), of every step and round.")
     started_after = filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="gte",
                                               help_text="Started at or after this time (ISO 8601).")
     started_before = filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="lte",

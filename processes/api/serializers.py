@@ -9,6 +9,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from processes.children import ATTENTION_SHOWN, CHILDREN_SHOWN
 from processes.models import Process, ProcessStatus, ProcessStep, StepStatus
 from processes.services import NOTE_MAX_LENGTH
 
@@ -126,16 +127,31 @@ class AbortPendingSerializer(ProcessRefSerializer):
     detail = serializers.CharField(source="abort_message", read_only=True)
 
 
+def absolute(serializer: serializers.Serializer, path: str) -> str:
+    """`path` as an absolute URL when the serializer has the request (as the views give it), else the path."""
+    request = serializer.context.get("request")
+    return request.build_absolute_uri(path) if request is not None else path
+
+
 class ProcessListItemSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="process_id", read_only=True)
     workflow = serializers.CharField(source="workflow.name", read_only=True)
     status = serializers.ChoiceField(choices=ProcessStatus.choices, read_only=True)
     subscriptions = serializers.SerializerMethodField(help_text="Ids of the subscriptions the process works on.")
+    parent = serializers.UUIDField(
+        source="parent_id", read_only=True, allow_null=True,
+        help_text="A child process: the id of the process whose sub-processes or parallel step started it; null "
+                  "for a top-level process. `?is_child=false` lists only top-level processes, `?parent=` a "
+                  "process's children.")
+    child_index = serializers.IntegerField(
+        read_only=True, allow_null=True,
+        help_text="A child process: its item's position in its parent's list, from 0 (the parent's `children` "
+                  "number items from 1: `item` = child_index + 1); null for a top-level process.")
 
     class Meta:
         model = Process
         fields = ["id", "workflow", "status", "last_step", "failed_reason", "created_by", "started_at",
-                  "last_modified_at", "is_task", "note", "subscriptions"]
+                  "last_modified_at", "is_task", "note", "subscriptions", "parent", "child_index"]
         read_only_fields = fields
 
     @extend_schema_field(serializers.ListField(child=serializers.UUIDField()))
@@ -173,9 +189,7 @@ class ProcessStepSerializer(serializers.ModelSerializer):
         return row.traceback if self.context.get("show_tracebacks") else None
 
     def get_url(self, row: ProcessStep) -> str:
-        path = reverse("process-step-detail", args=[row.process_id, row.number])  # type: ignore[attr-defined]
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request is not None else path
+        return absolute(self, reverse("process-step-detail", args=[row.process_id, row.number]))  # type: ignore[attr-defined]
 
 
 class ProcessStepStateSerializer(ProcessStepSerializer):
@@ -263,6 +277,86 @@ class WaitingForSerializer(serializers.Serializer):
     progress = ProgressMessageSerializer(many=True, help_text="callback: the progress messages sent meanwhile.")
 
 
+class ChildOfSerializer(serializers.Serializer):
+    """Where a child process belongs: its parent and the parent's step that started it."""
+
+    id = serializers.UUIDField(source="process_id", help_text="The parent process.")
+    url = serializers.SerializerMethodField(help_text="The parent's detail.")
+    workflow = serializers.CharField(help_text="The parent's workflow.")
+    status = serializers.ChoiceField(choices=ProcessStatus.choices, help_text="The parent's status.")
+    step = serializers.IntegerField(source="step_number",
+                                    help_text="The parent's step that started this child: its number in the parent's "
+                                              "workflow, from 1.")
+    step_name = serializers.CharField()
+    item = serializers.IntegerField(help_text="This child's item in that step's list, from 1.")
+    round = serializers.IntegerField(help_text="1; one more each time a retry of the parent replaced an aborted "
+                                               "child for this item.")
+    text = serializers.CharField(help_text="All of it in words: \"child 7 of process 1f3c… (t_fan_out), step 2 "
+                                           "'Work on every item'\".")
+
+    def get_url(self, link: Any) -> str:
+        return absolute(self, reverse("process-detail", args=[link.process_id]))
+
+
+class ChildSerializer(serializers.Serializer):
+    """One item of a children step: its child of the latest round."""
+
+    item = serializers.IntegerField(help_text="The item's number in the step's list, from 1 (child_index + 1).")
+    id = serializers.UUIDField(source="process_id")
+    url = serializers.SerializerMethodField(help_text="The child's detail.")
+    workflow = serializers.CharField()
+    status = serializers.ChoiceField(choices=ProcessStatus.choices)
+    round = serializers.IntegerField(help_text="1; one more each time a retry of the parent replaced an aborted "
+                                               "child for this item.")
+    failed_reason = serializers.CharField(help_text="Why the child failed, waits to be retried or was aborted; "
+                                                    "empty otherwise.")
+
+    def get_url(self, row: Any) -> str:
+        return absolute(self, reverse("process-detail", args=[row.process_id]))
+
+
+class ChildrenStepSerializer(serializers.Serializer):
+    """The children one step of the process started, counted per status (each item's latest round)."""
+
+    step = serializers.IntegerField(source="number", help_text="The step's number in the workflow, from 1.")
+    step_name = serializers.CharField(source="name")
+    current = serializers.BooleanField(help_text="Whether the process is at this step.")
+    workflow = serializers.CharField(help_text="The children's workflow; empty for parallel branches (each its own).")
+    count = serializers.IntegerField(source="total", help_text="Items: one child each, of its latest round.")
+    counts = serializers.DictField(child=serializers.IntegerField(),
+                                   help_text="Children per status (each item's latest round); zeros left out.")
+    summary = serializers.CharField(help_text="The counts in words: \"46 completed, 1 failed, 1 running\".")
+    replaced = serializers.IntegerField(help_text="Children of earlier rounds: aborted, and replaced by a retry of "
+                                                  "the process (not counted above).")
+    children = ChildSerializer(
+        source="rows", many=True,
+        help_text=f"In item order: the first {CHILDREN_SHOWN} items, then later ones that need a human (failed, "
+                  f"waiting...: at most {ATTENTION_SHOWN} of each status).")
+    more = serializers.IntegerField(help_text="Items not listed here; `all_url` lists every child.")
+
+
+class ChildrenSerializer(serializers.Serializer):
+    """A parent's children, per step that started any, and what it waits for."""
+
+    waiting = serializers.CharField(
+        allow_null=True,
+        help_text="What an awaiting_children process waits for, naming the children that stop it and why: "
+                  "\"waiting for 48 children of modify_port: 46 completed, 1 failed, 1 running; item 7 (process "
+                  "1f3c…) failed: … — retry or skip that child to let this process go on\"; null otherwise.")
+    count = serializers.IntegerField(source="total", help_text="Items of every step (latest rounds).")
+    steps = ChildrenStepSerializer(many=True, help_text="Oldest step first.")
+    all_url = serializers.SerializerMethodField(help_text="The process list of every child of this process (all "
+                                                          "rounds), paginated: `?parent=`.")
+
+    def get_all_url(self, children: Any) -> str:
+        return absolute(self, f"{reverse('process-list')}?parent={self.context['process_id']}")
+
+    def to_representation(self, children: Any) -> dict[str, Any]:
+        data = super().to_representation(children)
+        data["waiting"] = children.waiting or None
+        return data
+
+
 class ProcessDetailSerializer(ProcessListItemSerializer):
     steps = ProcessStepSerializer(source="step_rows", many=True, read_only=True,
                                   help_text="The newest steps (at most STEPS_PAGE_SIZE, 50 by default), oldest first, "
@@ -287,11 +381,19 @@ class ProcessDetailSerializer(ProcessListItemSerializer):
         read_only=True, allow_null=True,
         help_text="What a modify or terminate changed on its subscription: each field, old and new value; null "
                   "for processes that take no subscription (creates, validations, tasks).")
+    child_of = ChildOfSerializer(read_only=True, allow_null=True,
+                                 help_text="A child process: its parent and the parent's step that started it; null "
+                                           "for a top-level process.")
+    children = ChildrenSerializer(
+        source="family", read_only=True, allow_null=True,
+        help_text="A parent: its children per step that started any, each step with its counts per status and "
+                  "summary, and the children listed (capped: `more` says how many are not, `all_url` lists them "
+                  "all); null for a process that started no child.")
 
     class Meta(ProcessListItemSerializer.Meta):
         fields = [*ProcessListItemSerializer.Meta.fields, "next_retry_at", "steps", "steps_count", "earlier_steps",
                   "pending_steps", "form",
-                  "current_state", "run", "waiting_for", "subscription_delta"]
+                  "current_state", "run", "waiting_for", "subscription_delta", "child_of", "children"]
         read_only_fields = fields
 
 

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 
 from orchestrator_site.api import error_responses
 from orchestrator_site.errors import NotFound
-from processes import callbacks, engine, idempotency, operations, recently_modified, services, steppages
+from processes import callbacks, children, engine, idempotency, operations, recently_modified, services, steppages
 from processes.api.filters import ProcessFilter, ProcessSearchFilter
 from processes.api.serializers import (
     AbortPendingSerializer,
@@ -109,12 +109,14 @@ class ProcessViewSet(viewsets.GenericViewSet):
         if wanted:
             # One query, no step rows: most polls of a process that did not move end here.
             try:
-                row = Process.objects.filter(pk=id).values_list("last_modified_at", "status", "note").first()
+                row = (Process.objects.filter(pk=id).annotate(**children.stamp_annotations())
+                       .values_list("last_modified_at", "status", "note", "children_count", "children_modified")
+                       .first())
             except (DjangoValidationError, ValueError):
                 row = None
             if row is None:
                 raise NotFound(f"process {id} does not exist")
-            tag = process_etag(*row, staff)
+            tag = process_etag(*row[:3], staff, children.stamp_of(*row[3:]))
             if tag in parse_etags(wanted) or wanted.strip() == "*":
                 return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
         process = engine.get_process(id)
@@ -133,9 +135,15 @@ class ProcessViewSet(viewsets.GenericViewSet):
         process.subscription_delta = subscription_delta(process, process.current_state)  # type: ignore[attr-defined]
         process.run_record = ProcessLease.objects.filter(process=process).first()  # type: ignore[attr-defined]
         process.waiting_for = callbacks.waiting_for(process)  # type: ignore[attr-defined]
-        data = ProcessDetailSerializer(process, context={"show_tracebacks": staff, "request": request}).data
+        process.child_of = children.parent_of(process)  # type: ignore[attr-defined]
+        # Not `process.children`: that is the related manager of the children's rows.
+        family = children.children_of(process)
+        process.family = family  # type: ignore[attr-defined]
+        stamp = family.stamp if family is not None else ""
+        data = ProcessDetailSerializer(process, context={"show_tracebacks": staff, "request": request,
+                                                         "process_id": process.pk}).data
         return Response(data, headers={"ETag": process_etag(process.last_modified_at, process.status, process.note,
-                                                            staff),
+                                                            staff, stamp),
                                        "Cache-Control": "private, no-cache"})
 
     @staticmethod

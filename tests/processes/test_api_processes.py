@@ -485,7 +485,7 @@ def test_the_list_filters_orders_and_pages(api, active_node, superuser):
         "id": str(on_node.pk), "workflow": "modify_node", "status": "suspended",
         "last_step": "Ask for the new node name", "failed_reason": "", "created_by": "alice",
         "started_at": item["started_at"], "last_modified_at": item["last_modified_at"], "is_task": False, "note": "",
-        "subscriptions": [str(active_node.pk)],
+        "subscriptions": [str(active_node.pk)], "parent": None, "child_index": None,
     }
 
 
