@@ -319,7 +319,12 @@ def sweep(now: datetime | None = None, *, limit: int = 100) -> list[uuid.UUID]:
 
 
 # --- read side -------------------------------------------------------------------------------------------
+# Done first, then what needs a human, then what is still on its way: "46 completed, 1 failed, 1 running".
+SUMMARY_ORDER = [P.COMPLETED, P.FAILED, P.WAITING, P.API_UNAVAILABLE, P.INCONSISTENT_DATA, P.SUSPENDED,
+                 P.AWAITING_CALLBACK, P.AWAITING_CHILDREN, P.RUNNING, P.RESUMED, P.CREATED, P.ABORTED]
+
+
 def summary_text(counts: dict[str, int]) -> str:
-    """"46 completed, 1 failed, 1 running" (the statuses in a fixed order, zeros left out)."""
-    order = [s.value for s in P]
+    """"46 completed, 1 failed, 1 running": the statuses in that fixed order, zeros left out."""
+    order = [s.value for s in SUMMARY_ORDER]
     return ", ".join(f"{counts[s]} {P(s).label}" for s in sorted(counts, key=order.index) if counts[s])

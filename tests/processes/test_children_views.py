@@ -85,14 +85,14 @@ def test_a_parent_s_detail_lists_its_children_with_their_statuses_the_summary_an
     family = data["children"]
     assert family["count"] == 5
     assert family["waiting"] == (
-        f"waiting for 5 children of t_child_confirm: 2 suspended, 2 completed, 1 failed; item 3 (process "
+        f"waiting for 5 children of t_child_confirm: 2 completed, 1 failed, 2 suspended; item 3 (process "
         f"{short(kids[2])}) failed: {FAILED_REASON} — retry or skip that child to let this process go on")
     assert family["all_url"] == f"http://testserver{URL}?parent={parent.pk}"
     (step,) = family["steps"]
     assert {key: step[key] for key in ("step", "step_name", "current", "workflow", "count", "counts", "summary",
                                        "replaced", "more")} == {
         "step": 2, "step_name": "Confirm every item", "current": True, "workflow": "t_child_confirm", "count": 5,
-        "counts": {"completed": 2, "failed": 1, "suspended": 2}, "summary": "2 suspended, 2 completed, 1 failed",
+        "counts": {"completed": 2, "failed": 1, "suspended": 2}, "summary": "2 completed, 1 failed, 2 suspended",
         "replaced": 0, "more": 0,
     }
     rows = [(row["item"], row["id"], row["status"], row["round"], row["failed_reason"]) for row in step["children"]]
@@ -173,7 +173,7 @@ def test_a_parent_s_etag_changes_when_one_of_its_children_moves_and_its_check_st
 
     changed = staff_api.get(f"{URL}{parent.pk}/", headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["ETag"] != etag
-    assert changed.json()["children"]["steps"][0]["summary"] == "1 suspended, 1 completed"
+    assert changed.json()["children"]["steps"][0]["summary"] == "1 completed, 1 suspended"
     assert Process.objects.get(pk=parent.pk).status == P.AWAITING_CHILDREN  # the parent's own row did not move
 
 
@@ -205,7 +205,7 @@ def test_a_retried_parent_counts_each_item_s_latest_child_and_says_how_many_it_r
 
     step = staff_api.get(f"{URL}{parent.pk}/").json()["children"]["steps"][0]
     new = Process.objects.get(parent=parent, child_index=1, child_round=2)
-    assert (step["count"], step["summary"], step["replaced"]) == (3, "1 suspended, 2 completed", 1)
+    assert (step["count"], step["summary"], step["replaced"]) == (3, "2 completed, 1 suspended", 1)
     assert [(row["item"], row["id"], row["round"]) for row in step["children"]] == [
         (1, str(kids[0].pk), 1), (2, str(new.pk), 2), (3, str(kids[2].pk), 1)]
     assert staff_api.get(f"{URL}{new.pk}/").json()["child_of"]["text"] == (
@@ -235,11 +235,11 @@ def test_the_parent_s_page_shows_its_children_with_the_summary_statuses_and_what
     html = staff_client.get(admin_page(parent)).content.decode()
 
     waiting = text_of(element(html, "process-waiting-children"))
-    assert waiting == (f"Waiting for 5 children of t_child_confirm: 2 suspended, 2 completed, 1 failed; item 3 "
+    assert waiting == (f"Waiting for 5 children of t_child_confirm: 2 completed, 1 failed, 2 suspended; item 3 "
                        f"(process {short(kids[2])}) failed: {FAILED_REASON} — retry or skip that child to let this "
                        f"process go on")
     box = element(html, "process-children")
-    assert "5 children: 2 suspended, 2 completed, 1 failed" in text_of(box)
+    assert "5 children: 2 completed, 1 failed, 2 suspended" in text_of(box)
     rows = re.findall(r'<tr class="child-row[^"]*" id="child-2-(\d+)">(.*?)</tr>', box, re.S)
     assert [int(item) for item, _ in rows] == [1, 2, 3, 4, 5]
     failed = dict(rows)["3"]
