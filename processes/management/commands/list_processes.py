@@ -1,4 +1,4 @@
-"""`manage.py list_processes [--status S ...] [--workflow W] [--limit N] [--offset N]`."""
+"""`manage.py list_processes [--status S ...] [--workflow W] [--parent ID | --top-level] [--limit N] [--offset N]`."""
 
 from __future__ import annotations
 
@@ -22,12 +22,15 @@ class Command(ProcessCommand):
         parser.add_argument("--status", action="append", default=[], help="Only this status (repeatable).")
         parser.add_argument("--workflow", help="Only this workflow.")
         parser.add_argument("--subscription", help="Only processes on this subscription.")
+        parser.add_argument("--parent", help="Only the child processes of this process, in item order.")
+        parser.add_argument("--top-level", action="store_true", help="Leave child processes out.")
         parser.add_argument("--limit", type=LIMIT, default=50,
                             help=f"How many to show (default 50, at most {LIMIT.maximum}).")
         parser.add_argument("--offset", type=OFFSET, default=0, help="How many to skip (for the next page).")
 
     def handle(self, *args: Any, status: list[str], workflow: str | None, subscription: str | None,
-               limit: int, offset: int, **options: Any) -> None:
+               limit: int, offset: int, parent: str | None = None, top_level: bool = False,
+               **options: Any) -> None:
         unknown = [s for s in status if s not in ProcessStatus.values]
         if unknown:
             raise CommandError(f"unknown status {', '.join(unknown)}; use one of {', '.join(ProcessStatus.values)}")
@@ -38,7 +41,18 @@ class Command(ProcessCommand):
                 subscription = str(uuid.UUID(subscription))
             except ValueError:
                 raise CommandError(f"--subscription {subscription!r} is not a subscription id (a UUID)") from None
+        if parent and top_level:
+            raise CommandError("--parent lists child processes, --top-level leaves them out: give one of them")
+        if parent:
+            try:
+                parent = str(uuid.UUID(parent))
+            except ValueError:
+                raise CommandError(f"--parent {parent!r} is not a process id (a UUID)") from None
         queryset = Process.objects.select_related("workflow").order_by("-started_at")
+        if parent:
+            queryset = queryset.filter(parent_id=parent).order_by("parent_step", "child_index", "child_round")
+        if top_level:
+            queryset = queryset.filter(parent__isnull=True)
         if status:
             queryset = queryset.filter(status__in=status)
         if workflow:

@@ -7,6 +7,7 @@ from typing import Any
 
 from orchestrator_site.errors import NotFound
 from processes.callbacks import waiting_for
+from processes.children import children_of, parent_of
 from processes.engine import current_state, get_process
 from processes.management.commands._base import ProcessCommand
 from processes.models import ProcessStep
@@ -40,6 +41,9 @@ class Command(ProcessCommand):
             self.stdout.write(f"subscription {', '.join(subscriptions)}")
         if process.failed_reason:
             self.stdout.write(f"reason     {process.failed_reason}")
+        parent = parent_of(process)
+        if parent is not None:
+            self.stdout.write(f"parent     {parent.process_id}: {parent.text}")
         self.stdout.write("")
         self.stdout.write(f"  #  {'step':<34} {'status':<17} {'started':<19} {'took':>8}  {'by':<12} try")
         # The timeline needs no state: the rows' state columns stay in the database.
@@ -72,6 +76,19 @@ class Command(ProcessCommand):
                 self.stdout.write(f"  progress {message['created_at']:%H:%M:%S}: {message['message']}")
         elif waiting is not None:
             self.stdout.write(f"waiting for timer {waiting['step']!r} until {waiting['until']:%Y-%m-%d %H:%M:%S %Z}")
+        family = children_of(process)
+        if family is not None and family.steps:
+            self.stdout.write("")
+            if family.waiting:
+                self.stdout.write(family.waiting)
+            for step in family.steps:
+                self.stdout.write(f"children of step {step.number} ({step.name}): {step.total}: {step.summary}")
+                for row in step.rows:
+                    reason = f"  {row.failed_reason[:200]}" if row.needs_attention and row.failed_reason else ""
+                    self.stdout.write(f"  item {row.item:>4}  {row.process_id}  {row.status:<17} round {row.round}"
+                                      f"{reason}")
+                if step.more:
+                    self.stdout.write(f"  … and {step.more} more: list_processes --parent {process.process_id}")
         if state and rows:
             self.stdout.write("")
             self.stdout.write(json.dumps(current_state(process), indent=2, sort_keys=True))
