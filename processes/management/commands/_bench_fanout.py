@@ -330,7 +330,8 @@ def _report(out: Any, options: Fanout, bench: _Bench, baseline: Line, lines: lis
               f"the parent's last row")
     out.write(f"executors:     inline: all in this process; threadpool: W threads here, each with its own "
               f"connection; celery: W worker processes (--pool solo --concurrency 1), broker {options.broker}")
-    out.write(f"repeats:       {options.repeat} runs per line, medians; join = the last child's last row to the "
+    runs = "1 run" if options.repeat == 1 else f"{options.repeat} runs"
+    out.write(f"repeats:       {runs} per line, medians; join = the last child's last row to the "
               f"parent's last row (wake-up, merge, the step after it, Done); merge = the merge step alone")
     out.write(f"uptime before: {uptime_before}")
     header = (f"  {'executor':<11}{'W':>3}{'steps/s':>10}{'runs (steps/s)':>26}{'x baseline':>12}{'x inline':>10}"
