@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from io import StringIO
 
 import pytest
@@ -144,9 +145,10 @@ def _nothing_of_the_fanout_left() -> None:
 
 
 def _table_line(executor: str, workers: int, runs: int) -> str:
-    """A line of the table: median steps/s, each run's, x baseline, x inline, join and merge ms, load before>after."""
+    """A line of the table: median steps/s, each run's, x baseline, x inline, start, join and merge ms, load
+    before>after."""
     each = " ".join([r"[\d,]+"] * runs)
-    return (rf"^  {executor} +{workers} +[\d,]+ +{each} +\d+\.\d\d +\d+\.\d\d +\d+\.\d +\d+\.\d "
+    return (rf"^  {executor} +{workers} +[\d,]+ +{each} +\d+\.\d\d +\d+\.\d\d +\d+\.\d +\d+\.\d +\d+\.\d "
             rf"+(\d+\.\d\d>\d+\.\d\d|n/a)$")
 
 
@@ -161,7 +163,7 @@ def test_bench_engine_fanout_prints_baseline_inline_and_a_line_per_worker_count_
     output = out.getvalue()
     # The parent's 5 rows and 5 children x (Start + 2 steps + Done).
     assert "1 parent x 5 children of 2 no-op steps" in output and "= 25 rows" in output, output
-    assert re.search(r"^  baseline +1 +[\d,]+ +[\d,]+ [\d,]+ +1\.00 +- +- +- ", output, re.MULTILINE), output
+    assert re.search(r"^  baseline +1 +[\d,]+ +[\d,]+ [\d,]+ +1\.00 +- +- +- +- ", output, re.MULTILINE), output
     assert re.search(_table_line("inline", 1, 2).replace(r"+\d+\.\d\d +\d+\.\d\d", r"+\d+\.\d\d +1\.00"), output,
                      re.MULTILINE), output
     for workers in (1, 2):
@@ -198,6 +200,33 @@ def test_bench_engine_fanout_a_failing_child_fails_the_command_saying_which_and_
                                            r".*step 1 broke.*the parent would wait for it forever"):
         call_command("bench_engine", fanout=4, steps=1, executor="inline", repeat=1, stdout=StringIO(),
                      stderr=StringIO())
+    _nothing_of_the_fanout_left()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_engine_fanout_that_fails_on_a_later_line_prints_the_lines_measured_before_the_error(monkeypatch):
+    from processes.management.commands import _bench_fanout
+
+    real_run_once = _bench_fanout._Bench.run_once
+
+    def celery_down(self, children, check, label):
+        if label.startswith("celery"):
+            raise CommandError("--executor celery needs its own Redis database at redis://nowhere (refused)")
+        return real_run_once(self, children, check, label)
+
+    monkeypatch.setattr(_bench_fanout._Bench, "run_once", celery_down)
+    monkeypatch.setattr(_bench_fanout._Bench, "_executor", lambda self, executor, workers: nullcontext(lambda: None))
+    out = StringIO()
+
+    with pytest.raises(CommandError, match="needs its own Redis database"):
+        call_command("bench_engine", fanout=2, steps=1, executor="celery", workers="1", repeat=1, stdout=out,
+                     stderr=StringIO())
+
+    output = out.getvalue()
+    assert re.search(_table_line("inline", 1, 1), output, re.MULTILINE), output
+    assert re.search(r"^stopped: +stopped before the rest: --executor celery needs its own Redis", output,
+                     re.MULTILINE), output
+    assert "  celery" not in output
     _nothing_of_the_fanout_left()
 
 

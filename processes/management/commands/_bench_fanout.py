@@ -51,11 +51,13 @@ POLL_SECONDS = 0.02
 
 @dataclass
 class Run:
-    """One measured fan-out: its step rows, seconds from the start to the parent's last row, and the join's
-    cost from the rows' timestamps (last child's last row to the parent's last row; the merge step alone)."""
+    """One measured fan-out: its step rows, seconds from the start to the parent's last row, and from the rows'
+    timestamps: the children step's start (creating the N children in one transaction), and the join's cost (the
+    last child's last row to the parent's last row; the merge step alone)."""
 
     rows: int
     seconds: float
+    start: float
     join: float
     merge: float
 
@@ -101,20 +103,27 @@ def run_fanout(stdout: Any, stderr: Any, options: Fanout) -> None:
     previous_disable = logging.root.manager.disable
     # One INFO line per started child would bury the figures.
     logging.disable(max(previous_disable, logging.INFO))
+    lines: list[Line] = []
     try:
         # Query logging (on whenever DEBUG is) costs time per query that production does not pay.
         with override_settings(DEBUG=False):
-            baseline = bench.baseline()
-            lines = [bench.measure("inline", 1)]
+            lines.append(bench.baseline())
+            lines.append(bench.measure("inline", 1))
             for executor in options.executors:
                 for count in options.workers:
                     lines.append(bench.measure(executor, count))
+    except CommandError as exc:
+        # The lines measured before it went wrong are worth having (ten minutes in, say): printed, then the error.
+        if len(lines) > 1:
+            _report(stdout, options, bench, lines, uptime_before, _uptime(), load_at_start,
+                    stopped=f"stopped before the rest: {exc}")
+        raise
     finally:
         logging.disable(previous_disable)
         bench.clean_up()
         unregister(parent_spec.name)
         unregister(child_spec.name)
-    _report(stdout, options, bench, baseline, lines, uptime_before, _uptime(), load_at_start)
+    _report(stdout, options, bench, lines, uptime_before, _uptime(), load_at_start)
 
 
 class _Bench:
@@ -142,7 +151,7 @@ class _Bench:
                     for _ in range(self.options.children):
                         baseline_process(db, self.parent_name, self.child_rows, 0)
                     baseline_process(db, self.parent_name, PARENT_ROWS, 0)
-                    line.runs.append(Run(self.rows, time.perf_counter() - started, 0.0, 0.0))
+                    line.runs.append(Run(self.rows, time.perf_counter() - started, 0.0, 0.0, 0.0))
                 finally:
                     db.drop()
         line.load_after = _load()
@@ -271,10 +280,13 @@ class _Bench:
         rows = ProcessStep.objects.filter(Q(process_id=parent_id) | Q(process__parent_id=parent_id)).count()
         last_child = ProcessStep.objects.filter(process__parent_id=parent_id).aggregate(at=Max("completed_at"))["at"]
         parent_end = ProcessStep.objects.filter(process_id=parent_id).aggregate(at=Max("completed_at"))["at"]
-        merge = (ProcessStep.objects.filter(process_id=parent_id, name=FANOUT_STEP, status=StepStatus.SUCCESS)
-                 .values_list("started_at", "completed_at").get())
+        fanned, merged = (
+            ProcessStep.objects.filter(process_id=parent_id, name=FANOUT_STEP, status=status)
+            .values_list("started_at", "completed_at").get()
+            for status in (StepStatus.AWAITING_CHILDREN, StepStatus.SUCCESS))
         return Run(rows=rows, seconds=(parent_end - started_at).total_seconds(),
-                   join=(parent_end - last_child).total_seconds(), merge=(merge[1] - merge[0]).total_seconds())
+                   start=(fanned[1] - fanned[0]).total_seconds(), join=(parent_end - last_child).total_seconds(),
+                   merge=(merged[1] - merged[0]).total_seconds())
 
     # --- cleanup --------------------------------------------------------------------------------------
     def _delete(self, parents: list[uuid.UUID]) -> None:
@@ -317,8 +329,9 @@ def _cancel_queued_jobs() -> None:
             job.future.cancel()
 
 
-def _report(out: Any, options: Fanout, bench: _Bench, baseline: Line, lines: list[Line], uptime_before: str,
-            uptime_after: str, load_at_start: float | None) -> None:
+def _report(out: Any, options: Fanout, bench: _Bench, lines: list[Line], uptime_before: str, uptime_after: str,
+            load_at_start: float | None, stopped: str = "") -> None:
+    """The table: the baseline (lines[0]), inline (lines[1]), then each executor and worker count measured."""
     settings_dict = connection.settings_dict
     where = ""
     if connection.vendor != "sqlite":
@@ -331,23 +344,27 @@ def _report(out: Any, options: Fanout, bench: _Bench, baseline: Line, lines: lis
     out.write(f"executors:     inline: all in this process; threadpool: W threads here, each with its own "
               f"connection; celery: W worker processes (--pool solo --concurrency 1), broker {options.broker}")
     runs = "1 run" if options.repeat == 1 else f"{options.repeat} runs"
-    out.write(f"repeats:       {runs} per line, medians; join = the last child's last row to the "
-              f"parent's last row (wake-up, merge, the step after it, Done); merge = the merge step alone")
+    out.write(f"repeats:       {runs} per line, medians; start = the children step creating the {options.children} "
+              f"children (one transaction); join = the last child's last row to the parent's last row (wake-up, "
+              f"merge, the step after it, Done); merge = the merge step alone")
     out.write(f"uptime before: {uptime_before}")
     header = (f"  {'executor':<11}{'W':>3}{'steps/s':>10}{'runs (steps/s)':>26}{'x baseline':>12}{'x inline':>10}"
-              f"{'join ms':>9}{'merge ms':>10}{'load 1m':>14}")
+              f"{'start ms':>10}{'join ms':>9}{'merge ms':>10}{'load 1m':>14}")
     out.write(header)
-    inline = lines[0].median(lambda run: run.rate)
-    base_rate = baseline.median(lambda run: run.rate)
-    for line in [baseline, *lines]:
+    base_rate = lines[0].median(lambda run: run.rate)
+    inline = lines[1].median(lambda run: run.rate)
+    for line in lines:
         rate = line.median(lambda run: run.rate)
         runs = " ".join(_rate(run.rate) for run in line.runs)
         engine = line.executor != "baseline"
-        join = f"{line.median(lambda run: run.join) * 1000:>9.1f}" if engine else f"{'-':>9}"
-        merge = f"{line.median(lambda run: run.merge) * 1000:>10.1f}" if engine else f"{'-':>10}"
-        vs_inline = f"{rate / inline:>10.2f}" if engine else f"{'-':>10}"
+        start, join, merge, vs_inline = (
+            (f"{line.median(lambda run: run.start) * 1000:>10.1f}", f"{line.median(lambda run: run.join) * 1000:>9.1f}",
+             f"{line.median(lambda run: run.merge) * 1000:>10.1f}", f"{rate / inline:>10.2f}") if engine
+            else (f"{'-':>10}", f"{'-':>9}", f"{'-':>10}", f"{'-':>10}"))
         out.write(f"  {line.executor:<11}{line.workers:>3}{_rate(rate):>10}{runs:>26}{rate / base_rate:>12.2f}"
-                  f"{vs_inline}{join}{merge}{_loads(line):>14}")
+                  f"{vs_inline}{start}{join}{merge}{_loads(line):>14}")
+    if stopped:
+        out.write(f"stopped:       {stopped.splitlines()[0]}")
     out.write(f"uptime after:  {uptime_after}")
     cpus = os.cpu_count() or 1
     if load_at_start is not None and load_at_start > cpus / 2:
