@@ -209,24 +209,24 @@ def test_bench_engine_fanout_that_fails_on_a_later_line_prints_the_lines_measure
 
     real_run_once = _bench_fanout._Bench.run_once
 
-    def celery_down(self, children, check, label):
-        if label.startswith("celery"):
-            raise CommandError("--executor celery needs its own Redis database at redis://nowhere (refused)")
+    def threads_break(self, children, check, label):
+        if label.startswith("threadpool"):
+            raise CommandError("threadpool workers=1 run 1/1: the fan-out of process 123 went wrong: 4 children, not 2")
         return real_run_once(self, children, check, label)
 
-    monkeypatch.setattr(_bench_fanout._Bench, "run_once", celery_down)
+    monkeypatch.setattr(_bench_fanout._Bench, "run_once", threads_break)
     monkeypatch.setattr(_bench_fanout._Bench, "_executor", lambda self, executor, workers: nullcontext(lambda: None))
     out = StringIO()
 
-    with pytest.raises(CommandError, match="needs its own Redis database"):
-        call_command("bench_engine", fanout=2, steps=1, executor="celery", workers="1", repeat=1, stdout=out,
+    with pytest.raises(CommandError, match="went wrong: 4 children, not 2"):
+        call_command("bench_engine", fanout=2, steps=1, executor="threadpool", workers="1", repeat=1, stdout=out,
                      stderr=StringIO())
 
     output = out.getvalue()
     assert re.search(_table_line("inline", 1, 1), output, re.MULTILINE), output
-    assert re.search(r"^stopped: +stopped before the rest: --executor celery needs its own Redis", output,
-                     re.MULTILINE), output
-    assert "  celery" not in output
+    assert re.search(r"^stopped: +stopped before the rest: threadpool workers=1 run 1/1: the fan-out of process 123 "
+                     r"went wrong: 4 children, not 2$", output, re.MULTILINE), output
+    assert "  threadpool" not in output
     _nothing_of_the_fanout_left()
 
 
