@@ -1,7 +1,9 @@
-"""`manage.py bench_engine [--processes N] [--steps M] [--executor E --workers 1,2,4]`: engine step throughput.
+"""`manage.py bench_engine [--processes N] [--steps M] [--executor E --workers 1,2,4] [--fanout N]`: engine step
+throughput.
 
 Inline (the default) compares the engine with a raw-SQL baseline in this process; threadpool and celery
-run the processes through W threads or W Celery worker processes and report steps/s for each W.
+run the processes through W threads or W Celery worker processes and report steps/s for each W. `--fanout N`
+runs one parent with N children instead, inline and on W workers, in one table (_bench_fanout).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.database_url import postgres_url
 from processes.bench_baseline import BaselineDB, baseline_connection, baseline_process
-from processes.bench_workflow import PAYLOAD_ENV, STEPS_ENV, declare_bench_workflow
+from processes.bench_workflow import FANOUT_ENV, FANOUT_MAX, PAYLOAD_ENV, STEPS_ENV, declare_bench_workflow
 from processes.engine import engine_paused
 from processes.executors import threadpool
 from processes.management.commands._base import OneLineCommand, Seconds, WholeNumber
@@ -50,6 +52,8 @@ STEPS = WholeNumber(1, 1_000)
 PAYLOAD = WholeNumber(0, 1_000_000)
 WORKERS = WholeNumber(1, 256)
 TIMEOUT = Seconds(maximum=86_400.0)
+FANOUT = WholeNumber(1, FANOUT_MAX)
+REPEAT = WholeNumber(1, 100)
 
 
 @dataclass
@@ -68,7 +72,7 @@ class Command(OneLineCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--processes", type=PROCESSES, default=200,
+        parser.add_argument("--processes", type=PROCESSES, default=None,
                             help=f"How many processes to run (default 200, at most {PROCESSES.maximum:,}).")
         parser.add_argument("--steps", type=STEPS, default=10,
                             help=f"No-op body steps per process (default 10, at most {STEPS.maximum:,}).")
@@ -77,34 +81,51 @@ class Command(OneLineCommand):
                                  "how the cost per step and the step log grow with the state.")
         parser.add_argument("--keep", action="store_true", help="Keep the benchmark's processes afterwards.")
         parser.add_argument("--verbose-queries", action="store_true", help="Print the SQL of one engine step.")
-        parser.add_argument("--executor", default="inline",
+        parser.add_argument("--executor", default=None,
                             help="inline (default: runs here, compared with the baseline), threadpool (W threads "
-                                 "in this process) or celery (W worker processes, each --pool solo).")
-        parser.add_argument("--workers", default="1",
-                            help="Comma-separated worker counts W for threadpool and celery (default 1), e.g. 1,2,4.")
+                                 "in this process) or celery (W worker processes, each --pool solo). With "
+                                 "--fanout, the executors to run after inline, comma-separated (default "
+                                 "threadpool), e.g. threadpool,celery.")
+        parser.add_argument("--workers", default=None,
+                            help="Comma-separated worker counts W for threadpool and celery (default 1; 1,2,4 with "
+                                 "--fanout), e.g. 1,2,4.")
         parser.add_argument("--broker", default=os.environ.get("BENCH_ENGINE_BROKER_URL", DEFAULT_BROKER),
                             help=f"A Redis database of its own for --executor celery, flushed before and after "
                                  f"(default {DEFAULT_BROKER}).")
         parser.add_argument("--timeout", type=TIMEOUT, default=600.0,
-                            help="Seconds to wait for one worker count's processes to complete (default 600).")
+                            help="Seconds to wait for one worker count's processes (with --fanout: one run's "
+                                 "parent) to complete (default 600).")
+        parser.add_argument("--fanout", type=FANOUT, default=None,
+                            help=f"Run one parent whose step starts N child processes of --steps steps (at most "
+                                 f"{FANOUT.maximum:,}), then uses their merged results: steps/s of all their rows, "
+                                 f"inline and on each executor and worker count, next to a baseline.")
+        parser.add_argument("--repeat", type=REPEAT, default=None,
+                            help="With --fanout: runs per line of the table, whose median it shows (default 3).")
 
-    def handle(self, *args: Any, processes: int, steps: int, keep: bool, verbose_queries: bool,
-               executor: str = "inline", workers: str = "1", broker: str = DEFAULT_BROKER, timeout: float = 600.0,
-               payload: int = 0, **options: Any) -> None:
+    def handle(self, *args: Any, processes: int | None = None, steps: int = 10, keep: bool = False,
+               verbose_queries: bool = False, executor: str | None = None, workers: str | None = None,
+               broker: str = DEFAULT_BROKER, timeout: float = 600.0, payload: int = 0, fanout: int | None = None,
+               repeat: int | None = None, **options: Any) -> None:
         # Checked again for a caller that passes them directly (call_command), skipping argparse's types.
-        processes, steps = PROCESSES.check("--processes", processes), STEPS.check("--steps", steps)
+        steps = STEPS.check("--steps", steps)
         timeout = TIMEOUT.check("--timeout", timeout)
         payload = PAYLOAD.check("--payload", payload)
+        if fanout is not None:
+            self._handle_fanout(FANOUT.check("--fanout", fanout), steps, processes, payload, verbose_queries,
+                                executor, workers, repeat, broker, timeout, keep)
+            return
+        if repeat is not None:
+            raise CommandError("--repeat applies to --fanout; the other runs are timed once")
+        processes = PROCESSES.check("--processes", 200 if processes is None else processes)
+        executor = "inline" if executor is None else executor
+        workers = "1" if workers is None else workers
         if executor not in EXECUTOR_CHOICES:
             raise CommandError(f"--executor must be one of {', '.join(EXECUTOR_CHOICES)}, not {executor!r}")
         counts = _parse_workers(workers)
         if executor == "inline" and counts != [1]:
             raise CommandError("--workers applies to --executor threadpool and celery; inline runs in one thread")
         vendor = connection.vendor
-        if vendor not in ("postgresql", "sqlite"):
-            raise CommandError(f"the baseline supports PostgreSQL and SQLite only, not {vendor}")
-        if engine_paused():
-            raise CommandError("the engine is paused: resume it (admin, engine settings) before benchmarking it")
+        self._refuse_unmeasurable()
         if executor != "inline":
             self._handle_concurrent(executor, counts, processes, steps, keep, broker, timeout, payload)
             return
@@ -189,6 +210,41 @@ class Command(OneLineCommand):
                 out.write(f"  {sql}")
         if keep:
             out.write(f"kept {len(created)} processes of workflow {spec.name}")
+
+    # --- one parent, N children -------------------------------------------------------------------
+    def _handle_fanout(self, fanout: int, steps: int, processes: int | None, payload: int, verbose_queries: bool,
+                       executor: str | None, workers: str | None, repeat: int | None, broker: str, timeout: float,
+                       keep: bool) -> None:
+        from processes.management.commands._bench_fanout import Fanout, run_fanout
+
+        if processes is not None:
+            raise CommandError("--processes does not apply to --fanout: it runs one parent with --fanout children")
+        if payload:
+            raise CommandError("--payload does not apply to --fanout: its children's steps add nothing to the state")
+        if verbose_queries:
+            raise CommandError("--verbose-queries does not apply to --fanout")
+        executors = [part.strip() for part in ("threadpool" if executor is None else str(executor)).split(",")]
+        if not all(part in EXECUTOR_CHOICES for part in executors) or len(set(executors)) != len(executors):
+            raise CommandError(f"--executor with --fanout takes distinct executors out of "
+                               f"{', '.join(EXECUTOR_CHOICES)}, comma-separated, not {executor!r}")
+        concurrent = [part for part in executors if part != "inline"]  # inline always runs, first
+        if not concurrent and workers is not None:
+            raise CommandError("--workers applies to --executor threadpool and celery; inline runs in one thread")
+        counts = _parse_workers("1,2,4" if workers is None else workers)
+        repeat = REPEAT.check("--repeat", 3 if repeat is None else repeat)
+        self._refuse_unmeasurable()
+        if "celery" in concurrent:
+            _worker_database_url()  # refuses an in-memory SQLite database before anything runs
+        run_fanout(self.stdout, self.stderr, Fanout(children=fanout, steps=steps, executors=concurrent,
+                                                    workers=counts if concurrent else [], repeat=repeat,
+                                                    timeout=timeout, broker=broker, keep=keep))
+
+    def _refuse_unmeasurable(self) -> None:
+        vendor = connection.vendor
+        if vendor not in ("postgresql", "sqlite"):
+            raise CommandError(f"the baseline supports PostgreSQL and SQLite only, not {vendor}")
+        if engine_paused():
+            raise CommandError("the engine is paused: resume it (admin, engine settings) before benchmarking it")
 
     # --- the engine ------------------------------------------------------------------------------
     def _start(self, spec: WorkflowSpec, created: list[uuid.UUID]) -> None:
@@ -401,8 +457,9 @@ def _use_broker(url: str) -> None:
 
 @contextmanager
 def _celery_workers(count: int, steps: int, payload: int, broker: str, database_url: str,
-                    stderr: Any) -> Iterator[Callable[[], None]]:
-    """`count` Celery workers (one process, --pool solo, each), ready; stopped (terminate, then kill) after."""
+                    stderr: Any, *, fanout: bool = False) -> Iterator[Callable[[], None]]:
+    """`count` Celery workers (one process, --pool solo, each), ready; stopped (terminate, then kill) after.
+    They know the bench workflow of `steps` steps, or with `fanout` the fan-out parent and child workflows."""
     import redis
 
     from orchestrator_site.celery import app
@@ -413,7 +470,8 @@ def _celery_workers(count: int, steps: int, payload: int, broker: str, database_
     except redis.RedisError as exc:
         raise CommandError(f"--executor celery needs its own Redis database at {broker} ({exc})") from exc
     env = {**os.environ, "DATABASE_URL": database_url, "CELERY_BROKER_URL": broker, "ORCHESTRATOR_EXECUTOR": "celery",
-           STEPS_ENV: str(steps), PAYLOAD_ENV: str(payload), "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
+           STEPS_ENV: str(steps), PAYLOAD_ENV: str(payload), FANOUT_ENV: "1" if fanout else "",
+           "DJANGO_SETTINGS_MODULE": "orchestrator_site.settings"}
     base_dir = Path(settings.BASE_DIR)
     logs = Path(tempfile.mkdtemp(prefix="bench_engine_"))
     original = app.conf.broker_url
@@ -437,12 +495,15 @@ def _celery_workers(count: int, steps: int, payload: int, broker: str, database_
             with log.open("wb") as handle:
                 workers.append((subprocess.Popen(command, cwd=base_dir, env=env, stdout=handle,
                                                  stderr=subprocess.STDOUT), log))
-        deadline = time.monotonic() + 60
+        # They start at once and each takes CPU seconds to start Django and Celery (18 s of wall time for one on a
+        # loaded two-CPU machine): a minute per worker, not one for all of them.
+        ready_within = 60 * count
+        deadline = time.monotonic() + ready_within
         for _worker, log in workers:
             while b"ready." not in log.read_bytes():
                 check()
                 if time.monotonic() > deadline:
-                    raise CommandError(f"Celery worker {log.name} not ready after 60 s:\n{tails()}")
+                    raise CommandError(f"Celery worker {log.name} not ready after {ready_within} s:\n{tails()}")
                 time.sleep(0.1)
         _use_broker(broker)
         yield check
