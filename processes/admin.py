@@ -147,7 +147,7 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, LivePages, BulkRetryPages, Note
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Only a finished task's process, one at a time (a workflow's process is an audit record)."""
-        if obj is None or not obj.is_task or obj.status in services.IN_FLIGHT:
+        if obj is None or not obj.is_task or obj.status in services.IN_FLIGHT or services.family_refusal(obj):
             return False
         return super().has_delete_permission(request, obj)
 

@@ -14,7 +14,7 @@ from subscriptions.models import ResourceType
 from workflows.compose import parallel, subprocesses
 from workflows.dsl import State, StepList, begin, inputstep, step
 from workflows.node.products import NodeProduct, PortProduct
-from workflows.registry import modify_workflow, workflow
+from workflows.registry import modify_workflow, task, workflow
 
 # Set by the tests: items whose child fails (their "Work on the item" step raises while the item is listed),
 # and a barrier the children's work steps meet at, so that their final transactions race (the join test).
@@ -172,6 +172,18 @@ def t_child_confirm() -> StepList:
 @workflow("Composition test: children that wait for confirmation", initial_input_form=CountForm)
 def t_fan_out_confirm() -> StepList:
     return begin >> subprocesses("t_child_confirm", one_per_item, name="Confirm every item", result_key="items") \
+        >> add_up
+
+
+# --- the same as tasks, whose finished processes may be deleted ------------------------------------------
+@task("Composition test: a task child that waits for confirmation", initial_input_form=ItemForm)
+def t_task_child() -> StepList:
+    return begin >> confirm_item >> work_on_item
+
+
+@task("Composition test: a task whose children wait for confirmation", initial_input_form=CountForm)
+def t_task_fan_out() -> StepList:
+    return begin >> subprocesses("t_task_child", one_per_item, name="Confirm every item", result_key="items") \
         >> add_up
 
 

@@ -13,7 +13,14 @@ from processes.engine import current_state, run_process
 from processes.errors import WrongProcessStatus
 from processes.executors import threadpool
 from processes.models import Process, ProcessLease, ProcessStep
-from processes.services import abort_process, resume_process, retry_process, skip_step, start_process
+from processes.services import (
+    abort_process,
+    delete_task,
+    resume_process,
+    retry_process,
+    skip_step,
+    start_process,
+)
 from subscriptions.models import Subscription
 from tests.processes import compose_flows
 from tests.processes.compose_flows import effects
@@ -390,3 +397,32 @@ def test_the_database_refuses_a_second_child_for_one_item_of_one_round():
     first = children(parent)[0]
     with pytest.raises(IntegrityError):
         ProcessFactory(parent=parent, parent_step=first.parent_step, child_index=0, child_round=1)
+
+
+def test_a_child_task_is_never_deleted_alone_and_a_parent_task_only_with_every_child_finished():
+    from orchestrator_site.errors import Conflict
+
+    parent = start_process("t_task_fan_out", user_input={"count": 3, "tag": "del"}, by="alice")
+    kids = children(parent)
+    resume_process(kids[0].process_id, {"confirm": True}, by="bob")
+    done = Process.objects.get(pk=kids[0].pk)
+    assert done.status == "completed" and done.is_task
+
+    # A finished child is part of its waiting parent's record: deleting it would merge two items, not three.
+    with pytest.raises(Conflict, match=f"it is child 1 of process {parent.process_id}, part of that process's"):
+        delete_task(done.process_id, by="ops")
+    abort_process(parent.process_id, by="ops", reason="not today")
+    assert [k.status for k in children(parent)] == ["completed", "aborted", "aborted"]
+    with pytest.raises(Conflict, match="it is child 2 of process"):
+        delete_task(kids[1].process_id, by="ops")
+    assert Process.objects.filter(parent=parent).count() == 3
+
+    # A child that is still waiting keeps its finished parent from being deleted (with it, by the cascade).
+    Process.objects.filter(pk=kids[2].pk).update(status="suspended")
+    with pytest.raises(Conflict, match=f"1 of its child processes \\(such as {kids[2].process_id}\\) are not finished"):
+        delete_task(parent.process_id, by="ops")
+    Process.objects.filter(pk=kids[2].pk).update(status="aborted")
+
+    delete_task(parent.process_id, by="ops")
+    assert not Process.objects.filter(pk__in=[parent.pk, *(k.pk for k in kids)]).exists()
+    assert not ProcessStep.objects.filter(process_id__in=[parent.pk, *(k.pk for k in kids)]).exists()
