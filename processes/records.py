@@ -227,9 +227,12 @@ def fail_running(process_id: uuid.UUID | str, reason: str, error_type: str = "",
         process.last_modified_at = timezone.now()
         process.save(update_fields=["status", "failed_reason", "traceback", "next_retry_at", "current_attempt",
                                     "last_step", "last_modified_at"])
-        ProcessLease.objects.filter(process=process).delete()
+        logger.error("process %s: failed by the engine: %s", process_id, reason)
+        # An abort asked for while the step ran is carried out as on any failure: the operator asked for
+        # the process to end, and a failed one would wait for them again.
+        if let_go_waiting(process):
+            return True
         groups.forget(process)  # a retry starts a group it was in again at its first sub-step
-    logger.error("process %s: failed by the engine: %s", process_id, reason)
     return True
 
 

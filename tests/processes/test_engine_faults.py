@@ -472,6 +472,31 @@ def test_abort_requests_are_honoured_even_for_a_process_that_then_fails():
     assert not ProcessLease.objects.exists()
 
 
+def test_abort_requests_are_honoured_when_only_a_minimal_failure_record_could_be_written():
+    # The full record fails (say the state cannot be stored): the minimal one is written, and the abort
+    # asked for meanwhile still ends the process instead of leaving it failed.
+    flows.CONTROL["fail_times"] = 1
+    original = records._record_failure
+
+    def request_then_break(process_id, *args, **kwargs):
+        ProcessLease.objects.filter(process_id=process_id).update(
+            abort_requested_at=timezone.now(), abort_requested_by="ops", abort_reason="stop it")
+        raise ValueError("the state cannot be stored")
+
+    records._record_failure = request_then_break
+    try:
+        process = Process.objects.get(pk=start_process("t_writes").pk)
+    finally:
+        records._record_failure = original
+
+    assert process.status == "aborted"
+    assert process.failed_reason == "aborted by ops: stop it"
+    rows = list(ProcessStep.objects.filter(process=process).order_by("id").values_list("status", "error"))
+    assert [status for status, _ in rows[-2:]] == ["failed", "abort"]
+    assert "the full record of this failure could not be written: ValueError: the state cannot be stored" in rows[-2][1]
+    assert not ProcessLease.objects.exists()
+
+
 def test_abort_of_a_queued_process_is_immediate_and_its_late_message_runs_nothing(settings):
     settings.ORCHESTRATOR = {**FAST, "EXECUTOR": "tests.processes.flows.DeferredExecutor"}
     process = start_process("t_writes")
