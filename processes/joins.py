@@ -28,6 +28,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from orchestrator_site.errors import NotFound
 from processes import leases, statelog, steplog
 from processes.dberrors import connection_lost, storable_text
 from processes.errors import StepError, WrongProcessStatus
@@ -95,6 +96,7 @@ def _start(locked: steplog.Locked, step: Step, items: dict[int, tuple[dict[str, 
 
     spec = step.children
     total = len(items)
+    _lock_items_subscriptions(spec.workflow if not spec.is_parallel else None, items)
     for count, (index, (item, round_)) in enumerate(sorted(items.items()), start=1):
         name = spec.branch_workflows[index] if spec.is_parallel else spec.workflow
         try:
@@ -108,6 +110,25 @@ def _start(locked: steplog.Locked, step: Step, items: dict[int, tuple[dict[str, 
             what = f"branch {index + 1}" if spec.is_parallel else f"item {index + 1}"
             raise StepError(f"cannot start the child for {what} ({count} of {total}, workflow "
                             f"{name}): {exc}; no child was started") from exc
+
+
+def _lock_items_subscriptions(workflow: str | None, items: dict[int, tuple[dict[str, Any], int]]) -> None:
+    """Lock every item's subscription (and neighbours) at once, in id order, before the first child starts:
+    two parents fanning out over the same subscriptions then wait for each other instead of deadlocking
+    (processes.startable.lock_many_with_neighbours). Each child's start locks its own again (held already)."""
+    from processes.startable import SubscriptionBusy, lock_many_with_neighbours
+
+    try:
+        child_spec = get_workflow(workflow) if workflow else None
+    except NotFound:
+        return  # the first child's start says so, naming the item
+    if child_spec is None or not child_spec.needs_subscription or child_spec.usable_while_out_of_sync:
+        return
+    try:
+        lock_many_with_neighbours(item.get("subscription_id") for item, _ in items.values())
+    except SubscriptionBusy as exc:
+        raise StepError(f"cannot start the children ({len(items)}, workflow {workflow}): {exc}; "
+                        f"no child was started") from exc
 
 
 def _await(locked: steplog.Locked, step: Step, state: dict[str, Any], started: datetime, note: str) -> None:

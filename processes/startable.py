@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -287,8 +288,43 @@ def lock_with_neighbours(subscription_id: uuid.UUID | str) -> None:
     from subscriptions.services import get_subscription
 
     subscription = get_subscription(subscription_id)  # NotFound first, for a clear 404
-    key = subscription.pk
-    ids = {key, *(r.other.subscription_id for r in (*in_use_by([key])[key], *depends_on([key])[key]))}
+    _lock_in_id_order(_with_neighbours({subscription.pk}), (
+        f"subscription {subscription.subscription_id} or a subscription related to it is being changed by "
+        f"a running step right now; try again in a moment"), subscription_id=subscription.subscription_id)
+
+
+def lock_many_with_neighbours(subscription_ids: Iterable[uuid.UUID | str | None]) -> None:
+    """Row-lock many subscriptions and all their neighbours in one statement, in id order: a children step
+    about to start one child per subscription (processes.joins).
+
+    Locked child by child, two such steps over the same subscriptions in different orders would each hold
+    what the other wants next: a deadlock, which PostgreSQL breaks by failing one of them with a "busy" that
+    names no one. Locked at once, the second waits for the first to commit, then finds the first's children
+    holding them and says so. Values that name no subscription are left to each child's own start (its
+    form and its 404 say what is wrong with them).
+    """
+    keys: set[uuid.UUID] = set()
+    for value in subscription_ids:
+        try:
+            keys.add(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    if keys:
+        _lock_in_id_order(_with_neighbours(keys), (
+            f"one of the {len(keys)} subscriptions of these items, or a subscription related to one of them, is "
+            f"being changed by a running step right now; try again in a moment"))
+
+
+def _with_neighbours(keys: set[uuid.UUID]) -> set[uuid.UUID]:
+    """The subscriptions and every one they use or are used by (read before the lock, in a few queries)."""
+    ids = set(keys)
+    for relations in (in_use_by(keys), depends_on(keys)):
+        for found in relations.values():
+            ids.update(relation.other.subscription_id for relation in found)
+    return ids
+
+
+def _lock_in_id_order(ids: set[uuid.UUID], busy: str, **context: Any) -> None:
     if not connection.features.has_select_for_update:
         return  # SQLite: one writer at a time already
     try:
@@ -299,8 +335,4 @@ def lock_with_neighbours(subscription_id: uuid.UUID | str) -> None:
     except DatabaseError as exc:
         if not (lock_timed_out(exc) or deadlocked(exc)):
             raise
-        raise SubscriptionBusy(
-            f"subscription {subscription.subscription_id} or a subscription related to it is being changed by "
-            f"a running step right now; try again in a moment",
-            subscription_id=subscription.subscription_id,
-        ) from exc
+        raise SubscriptionBusy(busy, **context) from exc

@@ -19,7 +19,7 @@ from workflows.registry import modify_workflow, task, workflow
 # Set by the tests: items whose child fails (their "Work on the item" step raises while the item is listed),
 # and a barrier the children's work steps meet at, so that their final transactions race (the join test).
 FAILING: set[int] = set()
-MEET: dict[str, threading.Barrier | None] = {"barrier": None}
+MEET: dict[str, threading.Barrier | None] = {"barrier": None, "items": None}
 # Set by a test: the slow parent's items function says it is inside, then waits to be released.
 HOLD = {"inside": threading.Event(), "release": threading.Event()}
 
@@ -124,6 +124,19 @@ def one_per_node(node_ids: list) -> list[dict]:
 @workflow("Composition test: rename every node, each in a child", initial_input_form=NodesForm)
 def t_rename_nodes() -> StepList:
     return begin >> subprocesses("t_child_rename", one_per_node, result_key="renames",
+                                 result=lambda state: state["renamed_to"])
+
+
+def one_per_node_after_meeting(node_ids: list) -> list[dict]:
+    barrier = MEET["items"]
+    if barrier is not None:
+        barrier.wait(timeout=20)  # both parents are inside their children steps: their locks race
+    return one_per_node(node_ids)
+
+
+@workflow("Composition test: rename every node, after meeting another parent", initial_input_form=NodesForm)
+def t_rename_nodes_met() -> StepList:
+    return begin >> subprocesses("t_child_rename", one_per_node_after_meeting, result_key="renames",
                                  result=lambda state: state["renamed_to"])
 
 

@@ -32,10 +32,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def reset_compose_flows():
     compose_flows.FAILING.clear()
-    compose_flows.MEET["barrier"] = None
+    compose_flows.MEET.update(barrier=None, items=None)
     yield
     compose_flows.FAILING.clear()
-    compose_flows.MEET["barrier"] = None
+    compose_flows.MEET.update(barrier=None, items=None)
 
 
 def children(parent) -> list[Process]:
@@ -217,6 +217,56 @@ def test_each_child_holds_its_own_subscription_and_a_held_one_refuses_the_whole_
     assert "cannot start the child for item 2 (2 of 3, workflow t_child_rename)" in parent.failed_reason
     assert "no child was started" in parent.failed_reason
     assert children(parent) == []
+
+
+@pytest.mark.requires_postgres
+def test_two_parents_fanning_out_over_the_same_nodes_in_opposite_orders_never_deadlock_in_50_rounds(catalogue):
+    """Both parents' children steps run at once and want the same four nodes, one in the other's reverse
+    order. The step locks all its items' subscriptions in one statement, in id order, before it starts a
+    child: the second waits for the first, then finds the nodes held by the first's children and says so.
+    Locking item by item, each would hold what the other wants next: a deadlock, and a misleading "busy"."""
+    from django.db import connection
+
+    for round_ in range(50):
+        nodes = [new_active_node(f"r{round_}-{i}") for i in range(4)]
+        ids = [str(n.subscription_id) for n in nodes]
+        compose_flows.MEET["items"] = threading.Barrier(2)
+        started: dict[str, Process] = {}
+        errors: list[BaseException] = []
+
+        def start(who: str, order: list[str], started=started, errors=errors) -> None:
+            try:
+                started[who] = start_process("t_rename_nodes_met", user_input={"node_ids": order}, by=who)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=start, args=("alice", ids)),
+                   threading.Thread(target=start, args=("bob", ids[::-1]))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors and len(started) == 2, (round_, errors)
+
+        parents = [Process.objects.get(pk=p.pk) for p in started.values()]
+        completed = [p for p in parents if p.status == "completed"]
+        assert completed, (round_, [p.failed_reason for p in parents])
+        for parent in parents:
+            if parent.status == "failed":
+                assert "no child was started" in parent.failed_reason, (round_, parent.failed_reason)
+                assert children(parent) == []
+                # The holder is named: one of the other parent's children, not a "busy" or a deadlock.
+                other_kids = {str(k.process_id) for p in completed for k in children(p)}
+                assert any(kid in parent.failed_reason for kid in other_kids), (round_, parent.failed_reason)
+            else:
+                assert [k.status for k in children(parent)] == ["completed"] * 4
+        # Each node was renamed by each parent that completed: once, or twice one after the other.
+        for node in nodes:
+            renames = Process.objects.filter(parent__in=completed, process_subscriptions__subscription=node)
+            assert renames.count() == len(completed), round_
+            assert Subscription.objects.get(pk=node.pk).insync
 
 
 def test_a_parent_holding_a_node_fans_out_to_its_ports_which_another_process_could_not_touch(active_node,
