@@ -92,17 +92,22 @@ def test_a_bare_manage_py_beside_a_running_embedded_server_uses_it_and_sqlite_on
     env = {**clean, "ORCHESTRATOR_VAR_DIR": str(tmp_path)}
     holder = subprocess.Popen([sys.executable, "-m", "orchestrator_site.embedded_db", "run", "--", sys.executable,
                                "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
     try:
         for line in holder.stderr:
+            said.append(line)
             if "==> database:" in line:
                 break
+        # Had the runner ended early, what follows would test nothing; its own words say why (diagnosis of a
+        # failure seen once, on a machine running other pytest sessions beside this one).
+        assert said and "==> database:" in said[-1], "".join(said)
         beside = subprocess.run([sys.executable, "manage.py", "shell", "-v0", "-c", SHOW_DATABASE], cwd=ROOT,
                                 env=env, capture_output=True, text=True, timeout=120, check=False)
     finally:
         release.touch()
         holder.communicate(timeout=60)
 
-    assert beside.returncode == 0, beside.stderr
+    assert beside.returncode == 0, "".join(said) + beside.stderr
     assert beside.stdout.split() == ["postgresql", "orchestrator", str(tmp_path / "postgres"), "18"]
 
     after = subprocess.run([sys.executable, "manage.py", "shell", "-v0", "-c",
