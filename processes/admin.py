@@ -31,6 +31,7 @@ from processes.admin_history import record, with_reason
 from processes.admin_live import LivePages
 from processes.admin_notes import NotePages
 from processes.admin_times import InputTimes, ProcessTimes, StepTimes
+from processes.families import family_refusal
 from processes.models import (
     RETRYABLE,
     InputState,
@@ -147,7 +148,7 @@ class ProcessAdmin(ProcessColumns, ProcessTimes, LivePages, BulkRetryPages, Note
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         """Only a finished task's process, one at a time (a workflow's process is an audit record)."""
-        if obj is None or not obj.is_task or obj.status in services.IN_FLIGHT or services.family_refusal(obj):
+        if obj is None or not obj.is_task or obj.status in services.IN_FLIGHT or family_refusal(obj):
             return False
         return super().has_delete_permission(request, obj)
 

@@ -14,6 +14,7 @@ from orchestrator_site.errors import Conflict, InvalidInput
 from processes import callbacks, engine, operations
 from processes.errors import WorkflowRemoved, WrongProcessStatus
 from processes.executors import submit_after_commit
+from processes.families import family_refusal
 from processes.models import Process, ProcessStatus, ProcessSubscription
 from processes.startable import (  # noqa: F401  (re-exported: the one place callers import them from)
     Holder,
@@ -256,28 +257,6 @@ def delete_task(process_id: uuid.UUID | str, *, by: Any = None) -> None:
         name, status = process.workflow.name, process.status
         process.delete()
     logger.info("process %s: task %s (%s) deleted by %s", process_id, name, status, actor_name(by))
-
-
-def family_refusal(process: Process) -> str:
-    """Why a finished task's process may not be deleted for its place in a family (empty if it may).
-
-    A child is part of its parent's record: deleting it would let a waiting parent merge without its item
-    (or lose the result a finished parent took from it), so only the top of a family is deleted, with
-    every child (the foreign key cascades). Not while a descendant is unfinished: an aborted parent's
-    children are aborted just after its abort commits (or by the sweep), and a worker may be inside one.
-    """
-    if process.parent_id is not None:
-        return (f"it is child {process.child_index + 1} of process {process.parent_id}, part of that process's "
-                f"record; delete that process instead (its children go with it), if it is a finished task")
-    level = [process.pk]
-    while level:  # one query per generation: composition is shallow
-        children = list(Process.objects.filter(parent_id__in=level).values_list("pk", "status"))
-        unfinished = [pk for pk, status in children if status not in (ProcessStatus.COMPLETED, ProcessStatus.ABORTED)]
-        if unfinished:
-            return (f"{len(unfinished)} of its child processes (such as {unfinished[0]}) are not finished yet; "
-                    f"abort them first, or wait for its abort to reach them")
-        level = [pk for pk, _ in children]
-    return ""
 
 
 def set_in_sync(subscription_id: uuid.UUID | str, *, by: Any = None, reason: str = "") -> Subscription:

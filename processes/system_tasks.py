@@ -15,6 +15,7 @@ from django.utils import timezone
 from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import OrchestratorError
 from processes import services
+from processes.families import kept_for_their_children
 from processes.idempotency import IDEMPOTENCY_KEY_KEEP
 from processes.models import IdempotencyKey, Process, ProcessStatus, ScheduledRun
 from processes.notify_send import delete_old as delete_old_notifications
@@ -94,7 +95,9 @@ def delete_old_tasks() -> State:
     than IDEMPOTENCY_KEY_RETENTION_HOURS (at least IDEMPOTENCY_KEY_KEEP), old ScheduledRun rows, and
     notifications sent or given up more than NOTIFY_RETENTION_DAYS ago.
 
-    Other workflows' processes are kept: they are the audit record of their subscriptions' changes.
+    Other workflows' processes are kept: they are the audit record of their subscriptions' changes. So are a
+    family's: a child goes only with the top of its family, and a family with a workflow's process (or an
+    unfinished one) below its top is kept whole (processes.families).
     """
     now = timezone.now()
     task_days = float(orchestrator_setting("TASK_RETENTION_DAYS"))
@@ -106,7 +109,7 @@ def delete_old_tasks() -> State:
     # with the process), so a client repeating that start still gets the same process.
     recent_key = IdempotencyKey.objects.filter(process=OuterRef("pk"), created_at__gte=key_cutoff)
     tasks_deleted = _delete_in_batches(Process.objects.filter(
-        is_task=True, status=ProcessStatus.COMPLETED, last_modified_at__lt=task_cutoff
+        is_task=True, status=ProcessStatus.COMPLETED, last_modified_at__lt=task_cutoff, parent__isnull=True,
     ).exclude(Exists(recent_key)))
     # Validations change nothing: their completed processes go like tasks', except each subscription's
     # newest validation, which is its last result (shown on its page).
@@ -117,6 +120,7 @@ def delete_old_tasks() -> State:
     )
     validations_deleted = _delete_in_batches(Process.objects.filter(
         workflow__target=Target.VALIDATE, status=ProcessStatus.COMPLETED, last_modified_at__lt=task_cutoff,
+        parent__isnull=True,
     ).filter(Exists(newer)).exclude(Exists(recent_key)))
     # Keys of the deleted tasks went with them (cascade); these are the old keys of everything else.
     keys_deleted, _ = IdempotencyKey.objects.filter(created_at__lt=key_cutoff).delete()
@@ -147,12 +151,19 @@ def _delete_in_batches(processes: QuerySet) -> int:
     """
     size = max(int(orchestrator_setting("CLEANUP_BATCH_SIZE")), 1)
     total = 0
+    after = None
     while True:
-        batch = list(processes.order_by("pk").values_list("pk", flat=True)[:size])
+        # On by id from the last batch: the families kept for their children stay, and are not read again.
+        batch = list((processes.filter(pk__gt=after) if after else processes).order_by("pk")
+                     .values_list("pk", flat=True)[:size])
         if not batch:
             return total
-        _, deleted = Process.objects.filter(pk__in=batch).delete()
-        total += deleted.get(Process._meta.label, 0)
+        after = batch[-1]
+        kept = kept_for_their_children(batch)
+        if len(kept) < len(batch):
+            # Their children (all finished tasks) go with them, counted too.
+            _, deleted = Process.objects.filter(pk__in=[pk for pk in batch if pk not in kept]).delete()
+            total += deleted.get(Process._meta.label, 0)
 
 
 @task("Delete completed tasks and idempotency keys past their retention", run_predicate=no_unfinished_instance)

@@ -200,6 +200,26 @@ def t_task_fan_out() -> StepList:
         >> add_up
 
 
+@task("Composition test: a task child that works on its item", initial_input_form=ItemForm)
+def t_task_child_item() -> StepList:
+    return begin >> work_on_item
+
+
+@task("Composition test: a task whose children are task processes", initial_input_form=CountForm)
+def t_task_fans_out_tasks() -> StepList:
+    return begin >> subprocesses("t_task_child_item", one_per_item, result_key="items") >> add_up
+
+
+@task("Composition test: a task whose children are workflow processes", initial_input_form=CountForm)
+def t_task_fans_out_workflows() -> StepList:
+    return begin >> subprocesses("t_child_item", one_per_item, result_key="items") >> add_up
+
+
+@workflow("Composition test: a workflow whose children are task processes", initial_input_form=CountForm)
+def t_fans_out_tasks() -> StepList:
+    return begin >> subprocesses("t_task_child_item", one_per_item, result_key="items") >> add_up
+
+
 # --- parallel branches ------------------------------------------------------------------------------------
 @step("Configure the A end")
 def configure_a(tag: str) -> State:
