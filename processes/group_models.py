@@ -24,6 +24,9 @@ class ProcessGroupProgress(models.Model):
     # The whole state after the sub-steps done so far (the log keeps the state before the group until its row).
     state = models.JSONField(default=dict)
     started_at = models.DateTimeField(default=timezone.now)
+    # The group's sub-step names when this row was written: a deploy that renames, adds or removes a sub-step
+    # before the one to run next is refused (processes.groups.changed_sub_steps), not run at the wrong one.
+    sub_steps = models.JSONField(default=list, blank=True)
 
     class Meta:
         verbose_name_plural = "process group progress"

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from orchestrator_site import logcontext
 from processes import callbacks, leases, statelog, steplog, waits
-from processes.errors import StepError
+from processes.errors import IncompatibleWorkflowChange, StepError
 from processes.lookups import get_process
 from processes.models import Process, ProcessGroupProgress, ProcessLease, ProcessStep, StepStatus
 from processes.steps import call_step, call_timer
@@ -80,6 +80,7 @@ class Place:
     group: Step | None = None
     index: int = 0
     state: dict[str, Any] | None = None  # inside a group: its state so far (None: the log's, before the group)
+    changed: str = ""  # inside a group: how its sub-steps changed up to here since the process got here
 
 
 def place_of(process: Process, spec: WorkflowSpec) -> Place | None:
@@ -92,10 +93,41 @@ def place_of(process: Process, spec: WorkflowSpec) -> Place | None:
     progress = progress_of(process.pk, process.current_step)
     index = progress.sub_step if progress is not None else 0
     state = dict(progress.state) if progress is not None else None
+    changed = changed_sub_steps(progress, step)
     if index >= len(step.substeps):
-        return Place(step, step.name, step, index, state)
+        return Place(step, step.name, step, index, state, changed)
     sub = step.substeps[index]
-    return Place(sub, sub_step_label(step, sub), step, index, state)
+    return Place(sub, sub_step_label(step, sub), step, index, state, changed)
+
+
+def check_unchanged(process: Process, spec: WorkflowSpec, place: Place | None, action: str) -> None:
+    """Refuse an operator's action on a process waiting inside a group whose sub-steps changed up to there."""
+    if place is not None and place.group is not None and place.changed:
+        raise IncompatibleWorkflowChange(
+            f"cannot {action} process {process.process_id}: workflow {spec.name} changed since the process got "
+            f"to {place.name!r}: in the step group {place.group.name!r}, {place.changed}; it would go on at the "
+            f"wrong sub-step. Abort it and start a new one",
+            process_id=process.process_id,
+        )
+
+
+def changed_sub_steps(progress: ProcessGroupProgress | None, group: Step) -> str:
+    """How the group's sub-steps, up to and including the one to run next, differ from when the process got
+    there ("" if they do not). As processes.lookups.check_version does for a workflow's steps: a deploy that
+    renamed, added or removed one of them would otherwise resume the group at the wrong sub-step."""
+    if progress is None or not progress.sub_steps:
+        return ""  # not inside the group, or a row written before the names were kept
+    upto = progress.sub_step + 1
+    old, new = list(progress.sub_steps)[:upto], [sub.name for sub in group.substeps][:upto]
+    changes = []
+    for index in range(max(len(old), len(new))):
+        before = old[index] if index < len(old) else None
+        after = new[index] if index < len(new) else None
+        if before != after:
+            changes.append(f"sub-step {index + 1} was {before!r}, is now {after!r}" if before and after
+                           else f"sub-step {index + 1} ({before!r}) was removed" if before
+                           else f"sub-step {index + 1} ({after!r}) was added")
+    return "; ".join(changes)
 
 
 def failed_in(process: Process, group: Step) -> tuple[Step, str]:
@@ -110,14 +142,15 @@ def failed_in(process: Process, group: Step) -> tuple[Step, str]:
     return sub, sub_step_label(group, sub)
 
 
-def save_progress(process_id: uuid.UUID | str, position: int, sub_step: int, state: dict[str, Any],
+def save_progress(process_id: uuid.UUID | str, group: Step, position: int, sub_step: int, state: dict[str, Any],
                   started: datetime) -> None:
     """Insert or update the progress row in one statement (the process row's lock orders the writers);
     `started` is kept from the group's first write."""
     ProcessGroupProgress.objects.bulk_create(
         [ProcessGroupProgress(process_id=process_id, position=position, sub_step=sub_step, state=state,
-                              started_at=started)],
-        update_conflicts=True, unique_fields=["process"], update_fields=["position", "sub_step", "state"],
+                              started_at=started, sub_steps=[sub.name for sub in group.substeps])],
+        update_conflicts=True, unique_fields=["process"],
+        update_fields=["position", "sub_step", "state", "sub_steps"],
     )
 
 
@@ -132,6 +165,12 @@ def run(locked: steplog.Locked, group: Step, state: dict[str, Any], since: state
     index = progress.sub_step if progress is not None else 0
     inner = dict(progress.state) if progress is not None else state
     begun = progress.started_at if progress is not None else started
+    changed = changed_sub_steps(progress, group)
+    if changed:
+        # Failed like a step that changed under its process (processes.engine); the failure forgets the
+        # progress, so a retry starts the group again at its first sub-step, as the new code has it.
+        raise StepError(f"workflow {locked.workflow_name} changed under the running process: in the step group "
+                        f"{group.name!r}, {changed}; a retry starts the group again at its first sub-step")
     if index >= len(group.substeps):  # the last sub-step was a timer: the group ends now
         return _finish(locked, group, state, inner, since, begun, lease)
     sub = group.substeps[index]
@@ -177,7 +216,7 @@ class _Turn:
         if self.index + 1 >= len(self.group.substeps):
             return _finish(self.locked, self.group, self.log_state, inner, self.since, self.begun, self.lease)
         locked = self.locked
-        save_progress(locked.process_id, locked.current_step, self.index + 1, inner, self.started)
+        save_progress(locked.process_id, self.group, locked.current_step, self.index + 1, inner, self.started)
         # The process row shows the run going on (and its ETag changes); the lease is renewed as a step's is.
         Process.objects.filter(pk=locked.process_id).update(last_step=self.label, last_modified_at=timezone.now())
         if self.lease.due():
@@ -244,7 +283,7 @@ class _Turn:
         nothing); the caller makes the transition, saves the process and lets its run record go
         (records.let_go_waiting: from the commit on, what it waits for hands it to the executor again)."""
         locked = self.locked
-        save_progress(locked.process_id, locked.current_step, next_index, inner, self.started)
+        save_progress(locked.process_id, self.group, locked.current_step, next_index, inner, self.started)
         process = get_process(locked.process_id)  # its row is already locked by this transaction
         now = timezone.now()
         ProcessStep.objects.create(

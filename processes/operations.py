@@ -199,6 +199,7 @@ def resume(process_id: uuid.UUID | str, user_input: Any, *, by: Any = None) -> P
         spec = engine.spec_of(process, "resume")
         engine.check_version(process, spec, "resume")
         place = groups.place_of(process, spec)
+        groups.check_unchanged(process, spec, place, "resume")
         if place is None or place.step.kind != StepKind.INPUT:
             raise WrongProcessStatus(f"process {process.process_id} is not waiting at an input step")
         step = place.step
@@ -237,7 +238,8 @@ def _resume_in_group(process: Process, place: groups.Place, state: dict[str, Any
     """Resume at an input step inside a step group: the input goes to the group's state and the group goes on
     with its next sub-step; no log row (the group's row, at its end, shows the input; InputState keeps who
     gave it). In resume's transaction, with the process already made running."""
-    groups.save_progress(process.process_id, process.current_step, place.index + 1, state, timezone.now())
+    groups.save_progress(process.process_id, place.group, process.current_step, place.index + 1, state,
+                        timezone.now())
     process.last_step = place.name
     process.acting_user = who
     process.last_modified_at = timezone.now()
@@ -396,5 +398,6 @@ def awaited_input(process: Process) -> groups.Place | None:
     except NotFound:
         return None
     place = groups.place_of(process, spec)
-    return place if place is not None and place.step.kind == StepKind.INPUT else None
+    # A group whose sub-steps changed shows no form: resume refuses it, saying why.
+    return place if place is not None and place.step.kind == StepKind.INPUT and not place.changed else None
 

@@ -28,10 +28,11 @@ from processes.operations import pending_form
 from processes.recovery import recover_stalled_processes, retry_due_processes
 from processes.scheduler import tick
 from processes.services import abort_process, resume_process, retry_process, skip_step, start_process
-from tests.processes import group_flows
+from tests.processes import flows, group_flows
 from tests.processes.conftest import effects, log
 from tests.processes.test_engine_crash import database_url, kill_when_inside
 from tests.processes.wait_flows import FakeSystem
+from workflows.dsl import begin
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -448,3 +449,58 @@ def test_retry_of_a_group_waiting_for_its_timer_wakes_it_and_the_group_goes_on_w
     assert retried.status == "completed"
     assert (ran("g1", retried), ran("g3", retried)) == (1, 1)  # a wait is no failure: the group is not restarted
     assert row(retried, "Wait in a group").state_after()["g3"] == 1
+
+
+# --- the code of a group changed while a process was inside it ------------------------------------------
+def test_a_process_stopped_inside_a_group_whose_sub_steps_changed_fails_saying_so_and_a_retry_restarts_it():
+    from tests.processes.test_engine_contract import replaced_workflow
+    from workflows.dsl import step_group
+
+    group_flows.GROUP_CONTROL["pause_in_g1"] = 1
+    process = start_process("t_group", by="alice")
+    assert ProcessGroupProgress.objects.get(process=process).sub_step == 1  # between G1 and G2
+    # A deploy while it waits: G2 is gone, so the next sub-step would be G3 with no G2 before it.
+    changed = step_group(GROUP, group_flows.write_g1 >> group_flows.write_g3)
+    with replaced_workflow("t_group", lambda: begin >> flows.write_a >> changed >> flows.write_c):
+        set_engine_paused(False, by="bob")
+
+        process.refresh_from_db()
+        assert process.status == "failed"
+        assert (f"in the step group {GROUP!r}, sub-step 2 was 'Write G2 then maybe fail', is now 'Write G3'; "
+                f"a retry starts the group again at its first sub-step") in process.failed_reason
+        assert (ran("g2", process), ran("g3", process)) == (0, 0)  # nothing ran at the wrong sub-step
+        assert not ProcessGroupProgress.objects.filter(process=process).exists()
+
+        retried = retry_process(process.process_id, by="bob")
+
+    assert retried.status == "completed"
+    assert (ran("g1", retried), ran("g2", retried), ran("g3", retried)) == (2, 0, 1)
+    assert row(retried, GROUP).state_after()["g3"] == 1  # G3 after G1 only, as the new code says
+
+
+def test_resume_inside_a_group_whose_sub_steps_changed_before_the_input_is_refused_and_after_it_goes_on():
+    from processes.errors import IncompatibleWorkflowChange
+    from tests.processes.test_engine_contract import replaced_workflow
+    from workflows.dsl import step_group
+
+    process = start_process("t_group_input", by="alice")
+    assert process.status == "suspended"
+    g1, colour, use = group_flows.write_g1, flows.choose_colour, group_flows.use_colour
+
+    added_before = step_group("Paint", g1 >> group_flows.write_g2 >> colour >> use)
+    with replaced_workflow("t_group_input", lambda: begin >> added_before >> flows.needs_key):
+        with pytest.raises(IncompatibleWorkflowChange, match="in the step group 'Paint', sub-step 2 was 'Choose a "
+                                                             "colour', is now 'Write G2 then maybe fail'"):
+            resume_process(process.process_id, {"colour": "green"}, by="bob")
+        assert pending_form(Process.objects.get(pk=process.pk)) is None  # no form to fill in for the wrong step
+    process.refresh_from_db()
+    assert process.status == "suspended"
+    assert not InputState.objects.filter(process=process, input_type="user_input").exists()
+
+    added_after = step_group("Paint", g1 >> colour >> use >> group_flows.write_g3)
+    with replaced_workflow("t_group_input", lambda: begin >> added_after >> flows.needs_key):
+        resumed = resume_process(process.process_id, {"colour": "green"}, by="bob")
+
+    assert resumed.status == "completed"
+    assert (ran("g1", resumed), ran("g3", resumed)) == (1, 1)
+    assert row(resumed, "Paint").state_after()["painted"] == "green after g1"
