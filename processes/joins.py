@@ -98,6 +98,10 @@ def _start(locked: steplog.Locked, step: Step, items: dict[int, tuple[dict[str, 
     total = len(items)
     _lock_items_subscriptions(spec.workflow if not spec.is_parallel else None, items)
     for count, (index, (item, round_)) in enumerate(sorted(items.items()), start=1):
+        if spec.is_parallel and index >= len(spec.branch_workflows):
+            # A deploy took branches away while this one was aborted: there is no code to start it again with.
+            raise StepError(f"cannot start branch {index + 1} again: the parallel step {step.name!r} has "
+                            f"{len(spec.branch_workflows)} branch(es) now; abort the process and start a new one")
         name = spec.branch_workflows[index] if spec.is_parallel else spec.workflow
         try:
             child_spec = get_workflow(name)

@@ -77,6 +77,26 @@ def test_a_failed_branch_leaves_the_process_waiting_and_retrying_the_branch_comp
     assert effects("both-link2") == 1
 
 
+def test_an_aborted_branch_the_code_no_longer_has_is_not_started_again_and_the_retry_says_why():
+    from processes.services import abort_process
+
+    compose_flows.FAILING.add(-1)
+    parent = start_process("t_link_ends", user_input={"tag": "link3"}, by="alice")
+    b_branch = branches(parent)[1]
+    abort_process(b_branch.process_id, by="ops", reason="wrong far end")
+    assert Process.objects.get(pk=parent.pk).status == "failed"
+    # As if it had been the third branch of a version with three, and a deploy since left two.
+    Process.objects.filter(pk=b_branch.pk).update(child_index=2)
+
+    retry_process(parent.process_id, by="ops")
+
+    parent.refresh_from_db()
+    assert parent.status == "failed"
+    assert ("cannot start branch 3 again: the parallel step 'Configure both ends' has 2 branch(es) now; abort the "
+            "process and start a new one") in parent.failed_reason
+    assert len(branches(parent)) == 2  # nothing new was started
+
+
 def test_a_branch_workflow_is_not_listed_and_cannot_be_started_by_itself(staff_api):
     with pytest.raises(WorkflowNotStartable, match="is a branch of a parallel step of t_link_ends"):
         start_process("t_link_ends.parallel1.1", by="alice")
