@@ -60,6 +60,11 @@ DEFAULTS: dict[str, Any] = {
     # process row's lock. Longer means a step is running: the action says so (an abort is then done at
     # the step's end) rather than waiting for the whole step.
     "LOCK_WAIT_SECONDS": 2.0,
+    # The most child processes one children step (workflows.compose.subprocesses) may start: all of them are
+    # created in that step's one transaction, which holds the parent's and the items' subscriptions' row
+    # locks while it runs (about a millisecond per child). More items fail the step, saying so: split them
+    # over several steps or parents, or raise this.
+    "MAX_CHILDREN_PER_STEP": 10000,
     # How often the scheduler does its periodic work (retry waiting processes whose backoff is due, recover
     # processes whose run died, start scheduled tasks): `manage.py run_scheduler`, Celery beat
     # (task processes.scheduler_tick) and the embedded scheduler thread all tick this often.

@@ -28,6 +28,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
+from orchestrator_site.conf import orchestrator_setting
 from orchestrator_site.errors import NotFound
 from processes import leases, statelog, steplog
 from processes.dberrors import connection_lost, storable_text
@@ -88,6 +89,11 @@ def _inputs(step: Step, state: dict[str, Any], acting_user: str) -> list[dict[st
     if not isinstance(items, list | tuple) or not all(isinstance(item, dict) for item in items):
         raise StepError(f"inputs_from_state must return a list of dicts (one input per child), "
                         f"not {type(items).__name__}")
+    limit = int(orchestrator_setting("MAX_CHILDREN_PER_STEP"))
+    if len(items) > limit:
+        raise StepError(f"inputs_from_state returned {len(items):,} items, and a step starts at most "
+                        f"MAX_CHILDREN_PER_STEP={limit:,} child processes; split the items over several steps "
+                        f"or parents, or raise the setting; no child was started")
     return [dict(item) for item in items]
 
 

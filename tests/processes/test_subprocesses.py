@@ -185,6 +185,20 @@ def test_an_aborted_child_fails_the_parent_and_a_retry_starts_a_new_child_for_th
         str(kids[0].process_id), str(kids[2].process_id), str(kids[3].process_id)]
 
 
+def test_more_items_than_max_children_per_step_fail_the_step_saying_so_and_start_no_child(settings):
+    settings.ORCHESTRATOR = {"MAX_CHILDREN_PER_STEP": 5}
+    parent = start_process("t_fan_out", user_input={"count": 6, "tag": "many"}, by="alice")
+    parent.refresh_from_db()
+
+    assert parent.status == "failed"
+    assert ("inputs_from_state returned 6 items, and a step starts at most MAX_CHILDREN_PER_STEP=5 child "
+            "processes") in parent.failed_reason
+    assert children(parent) == []
+    settings.ORCHESTRATOR = {"MAX_CHILDREN_PER_STEP": 6}
+    retry_process(parent.process_id, by="ops")
+    assert Process.objects.get(pk=parent.pk).status == "completed"
+
+
 def test_an_item_the_child_workflow_refuses_fails_the_parent_step_and_starts_no_child():
     parent = start_process("t_fan_out", user_input={"count": 3, "tag": "t" * 31}, by="alice")
     parent.refresh_from_db()
