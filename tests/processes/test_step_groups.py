@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -246,8 +247,13 @@ def test_a_worker_killed_after_the_first_sub_step_committed_is_recovered_at_the_
 
     hang.unlink()
     settings.ORCHESTRATOR = {"LEASE_SECONDS": lease}  # the recovered run runs here, inline
-    # The sweep, once the dead worker's lease lapsed, hands the process to a new run.
-    assert recover_stalled_processes(now=timezone.now() + timedelta(minutes=5)) == [process.process_id]
+    # The sweep, once the dead worker's lease lapsed, hands the process to a new run: at a tick after the
+    # server noticed the closed connection and let go of its row lock (until then a step is in progress).
+    deadline = time.monotonic() + 15
+    while not (recovered := recover_stalled_processes(now=timezone.now() + timedelta(minutes=5))):
+        assert time.monotonic() < deadline, "the dead worker's row lock was never let go"
+        time.sleep(0.2)
+    assert recovered == [process.process_id]
 
     process.refresh_from_db()
     assert process.status == "completed", process.failed_reason
