@@ -312,13 +312,13 @@ def test_starts_check_the_broker_on_a_kept_connection_and_only_when_it_was_not_s
 
 
 # --- Celery: two real workers --------------------------------------------------------------------------
-def _test_queue() -> redis.Redis:
+def _test_queue(url: str = TEST_BROKER) -> redis.Redis:
     """The tests' own Redis database, emptied; a skip without Redis, a failure in CI."""
-    queue = redis.Redis.from_url(TEST_BROKER)
+    queue = redis.Redis.from_url(url)
     try:
         queue.flushdb()
     except redis.ConnectionError as exc:
-        reason = f"needs Redis at {TEST_BROKER} ({exc}); .ci/run starts it"
+        reason = f"needs Redis at {url} ({exc}); .ci/run starts it"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason, pytrace=False)  # as for PostgreSQL: never a silent skip in CI
         pytest.skip(reason)

@@ -13,14 +13,20 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 
 from processes.engine import current_state
 from processes.models import Process, ProcessStep
 from processes.recovery import recover_stalled_processes
 from processes.services import start_process
 from tests.processes.compose_flows import effects
-from tests.processes.test_executors import ROOT, WORKER_START_SECONDS, _stop, _worker_env, broker_at  # noqa: F401
+from tests.processes.test_executors import (  # noqa: F401  (broker_at: the fixture)
+    ROOT,
+    WORKER_START_SECONDS,
+    _stop,
+    _test_queue,
+    _worker_env,
+    broker_at,
+)
 
 pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=True)]
 
@@ -29,18 +35,6 @@ pytestmark = [pytest.mark.requires_postgres, pytest.mark.django_db(transaction=T
 BROKER = os.environ.get("TEST_CELERY_FANOUT_BROKER_URL", "redis://127.0.0.1:6379/7")
 CHILDREN = 30
 KILL_AT = (5, 13, 21)  # children completed when a worker is killed (and a new one started)
-
-
-def _queue() -> redis.Redis:
-    queue = redis.Redis.from_url(BROKER)
-    try:
-        queue.flushdb()
-    except redis.ConnectionError as exc:
-        reason = f"needs Redis at {BROKER} ({exc}); .ci/run starts it"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return queue
 
 
 def _worker(name: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -61,7 +55,7 @@ def _completed_children(parent: Process) -> int:
 def test_a_fan_out_on_two_celery_workers_killed_three_times_does_every_item_once_and_completes(
     settings, broker_at, tmp_path  # noqa: F811  (the fixture, imported)
 ):
-    queue = _queue()
+    queue = _test_queue(BROKER)
     # A short lease: a killed worker's child is recovered a second after its last renewal. A child that is
     # handed over and never claimed is handed over again after 5 s (a second hand-over is harmless: the
     # run that gets the lease runs it, the other finds it taken).
