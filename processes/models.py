@@ -116,6 +116,10 @@ class Process(FSMModelMixin, models.Model):
             # A parent's children in item order (the join counts them, the detail page lists them).
             models.Index(fields=["parent", "parent_step", "child_index"], name="process_children",
                           condition=models.Q(parent__isnull=False)),
+            # A step's unfinished children only: each child's join asks whether any is left, which on the
+            # index above meant stepping over every finished sibling first (quadratic in a large fan-out).
+            models.Index(fields=["parent", "parent_step"], name="process_unfinished_children",
+                          condition=models.Q(parent__isnull=False) & ~models.Q(status__in=FINISHED)),
         ]
         constraints = [
             models.UniqueConstraint(fields=["parent", "parent_step", "child_index", "child_round"],

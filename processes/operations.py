@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 P = ProcessStatus
 
 
-def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_input: dict[str, Any]) -> Process:
+def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_input: dict[str, Any],
+                   child: steplog.ChildOf | None = None) -> Process:
     """Create a running process with its initial input; the caller holds the transaction.
 
     The workflow's first step (`init`, "Start") is logged here with the initial state, so every later
@@ -56,6 +57,9 @@ def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_i
     who = actor_name(by)
     process = Process(process_id=uuid.uuid4(), created_by=who, acting_user=who, is_task=spec.is_task,
                       workflow_version=spec.version, current_step=1, last_step=spec.steps[0].name)
+    if child is not None:  # linked as it is created: a child exists with its link or not at all
+        process.parent_id, process.parent_step = child.parent_id, child.step
+        process.child_index, process.child_round = child.index, child.round
     process.run()  # the FSM decides a new process's status, on whichever path writes it
     state.update({"process_id": str(process.process_id), "workflow": spec.name, "created_by": who})
     now = timezone.now()
@@ -68,7 +72,7 @@ def create_process(spec: WorkflowSpec, state: dict[str, Any], *, by: Any, user_i
         process_id=process.process_id, workflow_name=spec.name, status=process.status,
         first_step=spec.steps[0].name, who=who, is_task=spec.is_task, version=spec.version,
         user_input=user_input, state_json=state_json, now=now, input_type=InputType.INITIAL,
-        step_status=StepStatus.SUCCESS, owner=owner, expires_at=expires_at,
+        step_status=StepStatus.SUCCESS, owner=owner, expires_at=expires_at, child=child,
     )
     if created:
         process._state.adding = False  # the row exists: a later save() must update it, not insert it again

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -27,6 +26,7 @@ from processes.startable import (  # noqa: F401  (re-exported: the one place cal
     reasons_not_startable,
     workflows_for,
 )
+from processes.steplog import ChildOf
 from subscriptions.errors import StaleSubscription
 from subscriptions.lifecycle import actor_name
 from subscriptions.models import Subscription, SubscriptionLifecycleEvent
@@ -38,16 +38,6 @@ from workflows.registry import WorkflowSpec, get_workflow
 from workflows.sync import workflow_row
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ChildOf:
-    """Where a child process belongs: its parent, the parent's children step, the item and its round."""
-
-    parent_id: uuid.UUID | str
-    step: int
-    index: int
-    round: int = 1
 
 
 def _authorize(spec: WorkflowSpec, user: Any, subscription: Subscription | None, action: str) -> None:
@@ -141,7 +131,9 @@ def _checked_input(spec: WorkflowSpec, subscription_id: Any, user_input: Any) ->
 
 def _start(spec: WorkflowSpec, subscription_id: Any, validated: dict[str, Any], *, by: Any,
            subscription_version: int | None = None, child: ChildOf | None = None) -> Process:
-    with transaction.atomic():
+    # A child is started inside its parent's step, where any error fails that whole step (nothing of it is
+    # kept): no savepoint of its own, two round trips less per child of a large fan-out.
+    with transaction.atomic(savepoint=child is None):
         subscription = None
         state: dict[str, Any] = dict(validated)
         if subscription_id not in (None, ""):
@@ -170,12 +162,9 @@ def _start(spec: WorkflowSpec, subscription_id: Any, validated: dict[str, Any], 
         if subscription is not None:
             state["subscription_id"] = str(subscription.subscription_id)
         _authorize(spec, by, subscription, "start")
-        process = operations.create_process(spec, state, by=by, user_input=validated)
-        if child is not None:
-            # Linked in the same transaction as its creation (the parent step's): a child exists with its
-            # link or not at all. The unique (parent, step, item, round) refuses a second child for the item.
-            Process.objects.filter(pk=process.process_id).update(
-                parent_id=child.parent_id, parent_step=child.step, child_index=child.index, child_round=child.round)
+        # A child is linked in its creating statement, in the parent step's transaction: it exists with its
+        # link or not at all. The unique (parent, step, item, round) refuses a second child for the item.
+        process = operations.create_process(spec, state, by=by, user_input=validated, child=child)
         if subscription is not None:
             ProcessSubscription.objects.create(process=process, subscription=subscription)
         submit_after_commit(process.process_id)

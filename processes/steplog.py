@@ -212,6 +212,16 @@ def advance(locked: Locked, *, step_name: str, step_status: str, entry: Entry, s
 _WHEN_FIELD = ProcessStep._meta.get_field("started_at")
 
 
+@dataclass(frozen=True)
+class ChildOf:
+    """Where a child process belongs: its parent, the parent's children step, the item and its round."""
+
+    parent_id: uuid.UUID | str
+    step: int
+    index: int
+    round: int = 1
+
+
 @cache
 def _create_sql() -> str:
     p, w, e = _table(Process), _table(Workflow), _table(EngineSettings)
@@ -219,7 +229,7 @@ def _create_sql() -> str:
     pc = [_column(Process, n) for n in (
         "process_id", "workflow", "status", "current_step", "current_attempt", "last_step", "failed_reason",
         "traceback", "created_by", "acting_user", "started_at", "last_modified_at", "is_task", "note",
-        "workflow_version")]
+        "workflow_version", "parent", "parent_step", "child_index", "child_round")]
     ic = [_column(InputState, n) for n in ("process", "input_type", "step_name", "input", "created_by", "input_time")]
     sc = [_column(ProcessStep, n) for n in (*_STEP_COLUMNS, "error", "error_type", "traceback")]
     # The first row is a snapshot (the initial state) without a delta: shown, its delta is "all added".
@@ -228,7 +238,8 @@ def _create_sql() -> str:
     return (
         f"WITH p AS (INSERT INTO {p} ({', '.join(pc)}) "
         f"SELECT %s::uuid, w.{_column(Workflow, 'workflow_id')}, %s, 1, 1, %s, '', '', %s, %s, "
-        f"%s::timestamptz, %s::timestamptz, %s::boolean, '', %s::jsonb "
+        f"%s::timestamptz, %s::timestamptz, %s::boolean, '', %s::jsonb, %s::uuid, %s::integer, %s::integer, "
+        f"%s::integer "
         f"FROM {w} w WHERE w.{_column(Workflow, 'name')} = %s AND w.{_column(Workflow, 'deleted_at')} IS NULL "
         f"AND NOT EXISTS (SELECT 1 FROM {e} e WHERE e.{_column(EngineSettings, 'paused')}) RETURNING {pid}), "
         f"i AS (INSERT INTO {i} ({', '.join(ic)}) SELECT {pid}, %s, '', %s::jsonb, %s, %s::timestamptz FROM p), "
@@ -245,9 +256,10 @@ def _create_sql() -> str:
 
 def create(*, process_id: uuid.UUID, workflow_name: str, status: str, first_step: str, who: str, is_task: bool,
            version: list[str], user_input: dict[str, Any], state_json: str, now: datetime,
-           input_type: str, step_status: str, owner: str, expires_at: datetime) -> bool:
+           input_type: str, step_status: str, owner: str, expires_at: datetime, child: ChildOf | None = None) -> bool:
     """On PostgreSQL, create the process, its initial input, its first log row and its run record (held by
-    `owner`, or queued when `owner` is empty, until `expires_at`) in one statement.
+    `owner`, or queued when `owner` is empty, until `expires_at`) in one statement; a child with its link to
+    its parent (processes.joins).
 
     Returns False (and writes nothing) when that cannot be done here: another database, the engine
     paused, or no live row for the workflow yet; the caller then takes the general path, which says why.
@@ -259,7 +271,8 @@ def create(*, process_id: uuid.UUID, workflow_name: str, status: str, first_step
     input_field = InputState._meta.get_field("input")
     params = [
         process_id, status, first_step, who, who, prep.when(now), prep.when(now), is_task,
-        version_field.get_db_prep_value(version, connection), workflow_name,
+        version_field.get_db_prep_value(version, connection),
+        *((child.parent_id, child.step, child.index, child.round) if child else (None, None, None, 1)), workflow_name,
         input_type, input_field.get_db_prep_value(user_input, connection), who, prep.when(now),
         owner, prep.when(expires_at),
         first_step, step_status, state_json, who, prep.when(now), prep.when(now),
