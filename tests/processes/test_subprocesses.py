@@ -90,6 +90,27 @@ def test_children_run_in_parallel_on_the_thread_pool_and_the_parent_continues_by
     assert elapsed < 1.5, f"the children did not run in parallel ({elapsed:.2f} s)"
 
 
+@pytest.mark.requires_postgres
+def test_each_child_of_a_fan_out_is_created_and_linked_in_one_statement(monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counted: list[int] = []
+    real_start = joins._start
+
+    def counting_start(*args, **kwargs):
+        with CaptureQueriesContext(connection) as queries:
+            real_start(*args, **kwargs)
+        counted.append(len(queries.captured_queries))
+
+    monkeypatch.setattr(joins, "_start", counting_start)
+    for count in (10, 30):
+        parent = start_process("t_fan_out", user_input={"count": count, "tag": f"cost{count}"}, by="alice")
+        assert Process.objects.get(pk=parent.pk).status == "completed"
+    # 20 more children, 20 more statements: no savepoint, link update or lookup per child.
+    assert counted[1] - counted[0] == 20, counted
+
+
 def test_no_children_for_an_empty_list_the_step_succeeds_with_no_results():
     parent = start_process("t_fan_out", user_input={"count": 0, "tag": "none"}, by="alice")
     parent.refresh_from_db()
