@@ -48,6 +48,12 @@ def _ready(worker: subprocess.Popen, log: Path) -> bool:
     return worker.poll() is not None or b"ready." in log.read_bytes()
 
 
+def _unfinished_children(parent: Process) -> list[tuple]:
+    """For a failure's message: each unfinished child's item, status and run record."""
+    return list(Process.objects.filter(parent=parent).exclude(status="completed").values_list(
+        "child_index", "status", "last_step", "lease__owner", "lease__expires_at", "lease__resends"))
+
+
 def _completed_children(parent: Process) -> int:
     return Process.objects.filter(parent=parent, status="completed").count()
 
@@ -57,12 +63,14 @@ def test_a_fan_out_on_two_celery_workers_killed_three_times_does_every_item_once
 ):
     queue = _test_queue(BROKER)
     # A short lease: a killed worker's child is recovered a second after its last renewal. A child that is
-    # handed over and never claimed is handed over again after 5 s (a second hand-over is harmless: the
-    # run that gets the lease runs it, the other finds it taken).
+    # handed over and never claimed (its message reserved by a worker killed before it began: Redis gives it
+    # back only after the visibility timeout) is handed over again 5 s after it was queued, not 300: the
+    # worker that queues a child sets its resend time, so the workers need the setting too. A second
+    # hand-over is harmless: the run that gets the lease runs it, the other finds it taken.
     settings.ORCHESTRATOR = {"EXECUTOR": "celery", "LEASE_SECONDS": 1.0, "RESEND_AFTER_SECONDS": 5.0}
     broker_at(BROKER)
     env = {**_worker_env(), "CELERY_BROKER_URL": BROKER, "ORCHESTRATOR_LEASE_SECONDS": "1",
-           "COMPOSE_TEST_CHILD_SECONDS": "0.2"}
+           "ORCHESTRATOR_RESEND_AFTER_SECONDS": "5", "COMPOSE_TEST_CHILD_SECONDS": "0.2"}
     rng = random.Random(15)
     workers: dict[str, tuple[subprocess.Popen, Path]] = {}
 
@@ -88,7 +96,8 @@ def test_a_fan_out_on_two_celery_workers_killed_three_times_does_every_item_once
         while Process.objects.get(pk=parent.pk).status != "completed":
             assert time.monotonic() < deadline, (
                 f"the parent never completed: {Process.objects.get(pk=parent.pk).status}, "
-                f"{_completed_children(parent)} of {CHILDREN} children completed, kills {killed}")
+                f"{_completed_children(parent)} of {CHILDREN} children completed, kills {killed}, recovered "
+                f"{recovered}; unfinished: {_unfinished_children(parent)}")
             done = _completed_children(parent)
             if len(killed) < len(KILL_AT) and done >= KILL_AT[len(killed)]:
                 alive = [name for name, (w, _) in workers.items() if w.poll() is None]
