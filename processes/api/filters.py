@@ -8,6 +8,7 @@ from django import forms
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 
+from orchestrator_site.filters import StrictBooleanFilter
 from processes.models import Process, ProcessStatus
 from processes.search import search_processes
 from subscriptions.api.filters import TermSearchFilter
@@ -48,9 +49,9 @@ class ProcessFilter(filters.FilterSet):
         field_name="process_subscriptions__subscription_id", help_text="Processes on this subscription (its id)."
     )
     created_by = filters.CharFilter(help_text="The user name of whoever started the process.")
-    is_task = filters.BooleanFilter()
+    is_task = StrictBooleanFilter()
     # A column of the process itself: no join, no DISTINCT (as status).
-    is_child = filters.BooleanFilter(
+    is_child = StrictBooleanFilter(
         field_name="parent", lookup_expr="isnull", exclude=True, distinct=False,
         help_text="false: only top-level processes (children hidden); true: only child processes (started by a "
                   "parent's sub-processes or parallel step).",

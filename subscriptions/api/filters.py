@@ -13,6 +13,7 @@ from rest_framework.filters import OrderingFilter, SearchFilter
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from orchestrator_site.filters import StrictBooleanFilter
 from subscriptions.models import Product, ProductLifecycle, Subscription, SubscriptionLifecycle
 from subscriptions.search import MAX_SEARCH_WORDS, search_subscriptions, search_words
 
@@ -29,7 +30,7 @@ class ProductFilter(django_filters.FilterSet):
 
 class SubscriptionFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=SubscriptionLifecycle.choices, help_text="Lifecycle status.")
-    insync = django_filters.BooleanFilter(help_text="In sync (no workflow holds it) or not.")
+    insync = StrictBooleanFilter(help_text="In sync (no workflow holds it) or not.")
     # By id, not a ModelChoiceFilter: an unknown product is simply an empty list, with no extra query.
     product = django_filters.UUIDFilter(field_name="product_id", help_text="The product's id.")
     customer_id = django_filters.CharFilter(help_text="Exact customer id.")

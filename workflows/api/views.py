@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from orchestrator_site.api import ErrorBodySerializer
+from orchestrator_site.filters import StrictBooleanFilter
 from workflows.api.serializers import (
     WorkflowDetailSerializer,
     WorkflowItem,
@@ -24,7 +25,7 @@ from workflows.registry import all_workflows, get_workflow
 class WorkflowFilter(filters.FilterSet):
     target = filters.ChoiceFilter(choices=Target.choices, help_text="Only workflows with this target.")
     product = filters.UUIDFilter(field_name="products", help_text="Only workflows that serve this product (its id).")
-    is_task = filters.BooleanFilter(help_text="Only tasks (true) or only workflows on subscriptions (false).")
+    is_task = StrictBooleanFilter(help_text="Only tasks (true) or only workflows on subscriptions (false).")
 
     class Meta:
         model = Workflow
