@@ -304,6 +304,38 @@ def test_two_parents_fanning_out_over_the_same_nodes_in_opposite_orders_never_de
             assert Subscription.objects.get(pk=node.pk).insync
 
 
+@pytest.mark.requires_postgres
+def test_a_children_step_that_cannot_lock_its_items_in_time_fails_saying_so_and_its_retry_starts_them(
+        catalogue, settings):
+    """A step elsewhere holds one of the items' subscription rows longer than LOCK_WAIT_SECONDS: the parent's
+    step gives up waiting, says why, and starts no child; a retry once the row is free starts them all once."""
+    import psycopg
+
+    from tests.processes.test_engine_crash import database_url
+
+    settings.ORCHESTRATOR = {"LOCK_WAIT_SECONDS": 0.3}
+    nodes = [new_active_node(f"busy-{i}") for i in range(3)]
+    with psycopg.connect(database_url()) as other:  # another worker's step, in the middle of its transaction
+        other.execute("SELECT 1 FROM subscriptions_subscription WHERE subscription_id = %s FOR UPDATE",
+                      [nodes[2].subscription_id])
+        parent = start_process("t_rename_nodes", user_input={"node_ids": [str(n.subscription_id) for n in nodes]},
+                               by="alice")
+        parent.refresh_from_db()
+        assert parent.status == "failed"
+        assert ("cannot start the children (3, workflow t_child_rename): one of the 3 subscriptions of these "
+                "items, or a subscription related to one of them, is being changed by a running step right now; "
+                "try again in a moment; no child was started") in parent.failed_reason
+        assert children(parent) == []
+        other.rollback()
+
+    retry_process(parent.process_id, by="ops")
+
+    parent.refresh_from_db()
+    assert parent.status == "completed"
+    assert [k.child_index for k in children(parent)] == [0, 1, 2]
+    assert current_state(parent)["renames"] == ["renamed-0", "renamed-1", "renamed-2"]
+
+
 def test_a_parent_holding_a_node_fans_out_to_its_ports_which_another_process_could_not_touch(active_node,
                                                                                              active_port):
     """The node's own process is no stranger to its ports' children: its hold on the node does not keep them
